@@ -39,7 +39,28 @@ _SUBMODULES = {
     "benchmark",
 }
 
-__all__ = ["__version__", *sorted(_LAZY), *sorted(_SUBMODULES)]
+__all__ = [
+    "MREPINN",
+    "PINN",
+    "MREExample",
+    "MREInputError",
+    "MREPINNModel",
+    "Resampler",
+    "WaveEquation",
+    "__version__",
+    "baselines",
+    "benchmark",
+    "data",
+    "figures",
+    "fit",
+    "io",
+    "metrics",
+    "msae_loss",
+    "networks",
+    "physics",
+    "simulate",
+    "training",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -56,8 +77,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
-    from . import baselines, benchmark, data, figures, io, metrics, networks, physics
-    from . import simulate, training
+    from . import (
+        baselines,
+        benchmark,
+        data,
+        figures,
+        io,
+        metrics,
+        networks,
+        physics,
+        simulate,
+        training,
+    )
     from .data import MREExample, MREInputError
     from .networks import MREPINN, PINN
     from .physics import WaveEquation

@@ -140,7 +140,8 @@ class MREExample:
                 f"spacing: voxel spacing must be positive metres, got {spacing!r}."
             )
         coords: dict[str, Any] = {
-            d: o + s * np.arange(n) for d, n, s, o in zip(sdims, shape, spacing_, origin_)
+            d: o + s * np.arange(n)
+            for d, n, s, o in zip(sdims, shape, spacing_, origin_, strict=True)
         }
         if "component" in dims:
             nc = wave.shape[-1]

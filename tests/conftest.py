@@ -1,0 +1,22 @@
+"""Shared test configuration.
+
+GUI tests run under a real virtual X display (pytest-xvfb starts Xvfb when DISPLAY is unset);
+napari's ``make_napari_viewer`` fixture comes from napari's own pytest plugin.
+"""
+
+import os
+
+os.environ.setdefault("QT_API", "pyqt6")
+os.environ.setdefault("PYTEST_QT_API", "pyqt6")
+
+import numpy as np
+import pytest
+import torch
+
+# 2 CPU cores: one intra-op thread keeps the GUI thread and torch from fighting
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)

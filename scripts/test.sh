@@ -57,7 +57,7 @@ echo ">>> Installing napari-mrepinn with its test extras"
 "$PY" -m pip install -q -e ".[testing]"
 
 echo ">>> ruff check"
-"$PY" -m ruff check src tests benchmarks
+"$PY" -m ruff check .
 
 echo ">>> pytest"
 # pytest's exit 5 ("no tests collected") is a failure here: the suite must run.

@@ -5,6 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
+import napari_mrepinn
 from napari_mrepinn import MREExample
 from napari_mrepinn.cli import main
 
@@ -53,7 +54,8 @@ def test_fit_writes_result_and_figure(tmp_path):
     result = MREExample.load(out)
     for name in ("wave_pred", "mu_pred", "pde_residual", "mu_ahi"):
         assert name in result
-    assert "version" in result.ds.attrs
+    assert result.ds.attrs["mrepinn_version"] == napari_mrepinn.__version__
+    assert "pde" in result.ds.attrs["mrepinn_settings_json"]
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 

@@ -1,0 +1,441 @@
+"""The QThread training worker of the napari dock.
+
+Design
+------
+* :class:`TrainingWorker` is a ``QObject`` moved to its own ``QThread``. Its ``run`` slot
+  builds the model (through a factory, so a slow set-up never blocks the GUI) and runs the
+  Qt-free ``MREPINNModel.train`` loop of :mod:`napari_mrepinn.training`, listening to it
+  through a ``training.Callback``.
+* The callback runs in the worker thread. It emits *copies* only: ``progress`` (iteration,
+  losses, it/s; throttled to ~10 Hz), ``record`` (each history record) and ``snapshot``
+  (the full-grid ``results()`` as a numpy-backed ``xarray.Dataset`` every refresh period).
+  While paused it blocks on a ``threading.Event``; on stop it sets ``model.stop_training``.
+* :class:`TrainingRunner` lives in the GUI thread. It owns the thread and the worker and
+  re-emits the worker's signals from GUI-thread slots, so whoever listens to the runner
+  (the widget: layers and plot) runs in the GUI thread. Nothing here touches napari.
+
+The training module never imports Qt; this module is the only bridge.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from qtpy.QtCore import QCoreApplication, QElapsedTimer, QObject, QThread, Signal, Slot
+
+__all__ = ["TrainingRunner", "TrainingWorker", "describe_exception"]
+
+# seconds between two progress signals: the GUI needs a few updates per second, not one per
+# iteration (queued signals faster than the GUI consumes them pile up)
+PROGRESS_INTERVAL = 0.25
+# Python's GIL switch interval while training (seconds; Python's default is 0.005)
+GIL_SWITCH_INTERVAL = 0.001
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A one-line cause of a training failure, with a hint for the usual suspects."""
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    msg = f"{name}: {text}" if text else name
+    low = msg.lower()
+    if "out of memory" in low:
+        msg += " (lower n_points or the network size, or train on the CPU)"
+    elif "nan" in low or "non-finite" in low or "not finite" in low:
+        msg += " (lower the learning rate or the PDE weight)"
+    return msg
+
+
+class TrainingWorker(QObject):
+    """Runs ``model.train`` in a worker thread and reports through Qt signals.
+
+    Parameters
+    ----------
+    build_model : callable
+        ``build_model() -> MREPINNModel``, called in the worker thread. It may return an
+        existing (e.g. restored) model to continue its run.
+    n_iters : int
+        Iterations to train in this run.
+    display_every : int
+        History (loss) record period passed to ``train``.
+    refresh_every : int
+        Period, in iterations, of the full-grid snapshots.
+    resample_every : int
+        Period of the collocation-point ``Resampler`` (0: never).
+    single_thread : bool
+        Call ``torch.set_num_threads(1)`` while training (restored afterwards): on a machine
+        with few cores, torch's intra-op threads fight the GUI thread.
+    min_refresh_interval : float
+        Shortest time between two snapshots in seconds: a fast run with a short refresh
+        period would otherwise spend the GUI thread on layer updates nobody can follow.
+    callbacks : callable, optional
+        ``callbacks(model) -> list of training.Callback`` added to the run (e.g. the
+        learning-rate decay), called in the worker thread once the model is built.
+    prepare_snapshot : callable, optional
+        ``prepare_snapshot(model, results) -> object`` run in the worker thread on each
+        live snapshot (e.g. the arrays of the layers, so that the GUI thread only swaps
+        them in); its value is the snapshot's ``"prepared"`` entry. Must not touch Qt or
+        napari objects.
+    """
+
+    progress = Signal(object)  # dict(iteration, total, losses, its)
+    record = Signal(object)  # one history record (a dict copy)
+    snapshot = Signal(object)  # dict(iteration, results=xr.Dataset deep copy, final)
+    model_ready = Signal(object)  # the model, once built
+    paused_changed = Signal(bool)  # True once the loop actually blocks, False when it goes on
+    failed = Signal(str, str)  # one-line cause, full traceback
+    finished = Signal()  # always last
+
+    def __init__(
+        self,
+        build_model: Callable[[], Any],
+        n_iters: int,
+        *,
+        display_every: int = 10,
+        refresh_every: int = 50,
+        resample_every: int = 0,
+        single_thread: bool = True,
+        min_refresh_interval: float = 0.25,
+        callbacks: Callable[[Any], list[Any]] | None = None,
+        prepare_snapshot: Callable[[Any, Any], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self._build_model = build_model
+        self._extra_callbacks = callbacks
+        self._prepare_snapshot = prepare_snapshot
+        self.n_iters = int(n_iters)
+        self.display_every = max(1, int(display_every))
+        self.refresh_every = max(1, int(refresh_every))
+        self.resample_every = int(resample_every)
+        self.single_thread = single_thread
+        self.model: Any = None
+        self._go = threading.Event()  # set = running, cleared = paused
+        self._go.set()
+        self._stop = threading.Event()
+        self._snapshot_free = threading.Event()  # the GUI consumed the last snapshot
+        self._snapshot_free.set()
+        self.error: str | None = None
+        self._start_iteration = 0
+        self._times: deque[tuple[int, float]] = deque(maxlen=50)
+        self._last_progress = 0.0
+        self._last_snapshot_it = -1
+        self._last_snapshot_t = 0.0
+        self.min_refresh_interval = float(min_refresh_interval)
+
+    # ------------------------------------------------------------------ control (any thread)
+    def request_pause(self) -> None:
+        """Pause at the end of the current iteration."""
+        self._go.clear()
+
+    def request_resume(self) -> None:
+        """Continue after a pause."""
+        self._go.set()
+
+    def request_stop(self) -> None:
+        """Stop within one iteration (also releases a pause)."""
+        self._stop.set()
+        model = self.model
+        if model is not None:
+            model.stop_training = True  # a plain flag: safe to set from another thread
+        self._go.set()
+
+    def snapshot_consumed(self) -> None:
+        """Tell the worker that the GUI has shown the last snapshot."""
+        self._snapshot_free.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    # ------------------------------------------------------------------ thread side
+    @Slot()
+    def run(self) -> None:
+        """Build the model and train; always ends with ``finished``."""
+        import torch
+
+        prev_threads = torch.get_num_threads()
+        prev_switch = sys.getswitchinterval()
+        if self.single_thread:
+            torch.set_num_threads(1)
+        # The GUI thread gives the GIL up at every Qt call and must win it back from this
+        # thread each time; at Python's default 5 ms switch interval a layer update of a few
+        # dozen Qt calls then waits ~100s of ms ("convoy effect"). 1 ms while training.
+        sys.setswitchinterval(min(prev_switch, GIL_SWITCH_INTERVAL))
+        try:
+            if self._stop.is_set():
+                return
+            model = self._build_model()
+            self.model = model
+            self.model_ready.emit(model)
+            model.stop_training = self._stop.is_set()
+            self._start_iteration = int(getattr(model, "iteration", 0))
+            self._times.append((self._start_iteration, time.perf_counter()))
+            self._train(model)
+            if self.n_iters > 0:
+                self._emit_snapshot(model, final=True)  # the final state, off the grid too
+        except BaseException as exc:  # every failure must reach the GUI
+            self.error = describe_exception(exc)
+            self.failed.emit(self.error, traceback.format_exc())
+        finally:
+            sys.setswitchinterval(prev_switch)
+            if self.single_thread:
+                torch.set_num_threads(prev_threads)
+            # hand the object back to the GUI thread, whose event loop outlives this one,
+            # so that deleteLater() there really deletes it
+            app = QCoreApplication.instance()
+            if app is not None:
+                self.moveToThread(app.thread())
+            self.finished.emit()
+
+    def _train(self, model: Any) -> None:
+        from . import training
+
+        callbacks = [_make_bridge(training, self)]
+        if self._extra_callbacks is not None:
+            callbacks[:0] = list(self._extra_callbacks(model))
+        if self.resample_every > 0 and hasattr(training, "Resampler"):
+            callbacks.insert(0, training.Resampler(period=self.resample_every))
+        model.train(
+            n_iters=self.n_iters,
+            display_every=self.display_every,
+            test_every=self.refresh_every,
+            callbacks=callbacks,
+        )
+
+    # hooks called by the bridge callback (worker thread)
+    def _on_iteration_end(self, model: Any) -> None:
+        it = int(model.iteration)
+        now = time.perf_counter()
+        self._times.append((it, now))
+        if now - self._last_progress >= PROGRESS_INTERVAL:
+            self._emit_progress(model)
+        if (
+            it % self.refresh_every == 0
+            and self._snapshot_free.is_set()  # the GUI has shown the previous one
+            and now - self._last_snapshot_t >= self.min_refresh_interval
+        ):
+            self._emit_snapshot(model)
+        if self._stop.is_set():
+            model.stop_training = True
+            return
+        if not self._go.is_set():
+            self._emit_progress(model)
+            self.paused_changed.emit(True)
+            # poll, so that a stop request also ends the pause
+            while not self._go.wait(0.05):
+                pass
+            # restart the it/s clock: the pause is not training time
+            self._times.clear()
+            self._times.append((it, time.perf_counter()))
+            self.paused_changed.emit(False)
+            if self._stop.is_set():
+                model.stop_training = True
+
+    def _on_display(self, model: Any, record: Any) -> None:
+        self.record.emit(dict(record))
+
+    def _emit_progress(self, model: Any) -> None:
+        it = int(model.iteration)
+        losses: dict[str, float] = {}
+        history = getattr(model, "history", None)
+        if history:
+            from ._loss_plot import loss_components
+
+            losses = loss_components(history[-1])
+        its = 0.0
+        if len(self._times) >= 2:
+            (i0, t0), (i1, t1) = self._times[0], self._times[-1]
+            if t1 > t0:
+                its = (i1 - i0) / (t1 - t0)
+        self._last_progress = time.perf_counter()
+        self.progress.emit(
+            {
+                "iteration": it,
+                "total": self._start_iteration + self.n_iters,
+                "losses": losses,
+                "its": its,
+            }
+        )
+
+    def _emit_snapshot(self, model: Any, final: bool = False) -> None:
+        # computed here (worker thread), copied so the loop can never tear what the GUI shows
+        results = model.results()
+        results = results.copy(deep=True)
+        prepared = None
+        if self._prepare_snapshot is not None and not final:
+            prepared = self._prepare_snapshot(model, results)
+        self._last_snapshot_it = int(model.iteration)
+        self._last_snapshot_t = time.perf_counter()
+        self._snapshot_free.clear()
+        self.snapshot.emit(
+            {
+                "iteration": int(model.iteration),
+                "results": results,
+                "final": final,
+                "prepared": prepared,
+            }
+        )
+
+
+def _make_bridge(training: Any, worker: TrainingWorker) -> Any:
+    """A ``training.Callback`` forwarding the loop's hooks to ``worker`` (worker thread)."""
+    base = getattr(training, "Callback", object)
+
+    class _QtBridge(base):  # type: ignore[misc, valid-type]
+        def on_iteration_end(self, model: Any) -> None:
+            worker._on_iteration_end(model)
+
+        def on_display(self, model: Any, record: Any) -> None:
+            worker._on_display(model, record)
+
+    return _QtBridge()
+
+
+class TrainingRunner(QObject):
+    """Owns one training thread at a time; its signals are emitted in the GUI thread.
+
+    Signals
+    -------
+    progress(dict), record(dict), snapshot(dict), model_ready(model), paused_changed(bool),
+    failed(str, str), finished()
+    """
+
+    progress = Signal(object)
+    record = Signal(object)
+    snapshot = Signal(object)
+    model_ready = Signal(object)
+    paused_changed = Signal(bool)
+    failed = Signal(str, str)
+    finished = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread: QThread | None = None
+        self._worker: TrainingWorker | None = None
+        self._paused = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_running(self) -> bool:
+        """True from :meth:`start` until the thread has finished."""
+        return self._thread is not None
+
+    @property
+    def is_paused(self) -> bool:
+        """True while the worker is blocked in a pause."""
+        return self._paused
+
+    @property
+    def worker(self) -> TrainingWorker | None:
+        return self._worker
+
+    # ------------------------------------------------------------------ control
+    def start(self, worker: TrainingWorker) -> None:
+        """Move ``worker`` to a new thread and run it."""
+        if self.is_running:
+            raise RuntimeError("training is already running; stop it first")
+        thread = QThread()
+        thread.setObjectName("mrepinn-training")
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        # queued into this (GUI-thread) object: the slots below run in the GUI thread
+        worker.progress.connect(self._relay_progress)
+        worker.record.connect(self._relay_record)
+        worker.snapshot.connect(self._relay_snapshot)
+        worker.model_ready.connect(self._relay_model_ready)
+        worker.paused_changed.connect(self._relay_paused)
+        worker.failed.connect(self._relay_failed)
+        worker.finished.connect(thread.quit)
+        thread.finished.connect(self._on_thread_finished)
+        self._thread, self._worker = thread, worker
+        self._paused = False
+        thread.start()
+
+    def pause(self) -> None:
+        if self._worker is not None:
+            self._worker.request_pause()
+
+    def resume(self) -> None:
+        if self._worker is not None:
+            self._worker.request_resume()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.request_stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Process Qt events until the run is over; False on timeout."""
+        timer = QElapsedTimer()
+        timer.start()
+        app = QCoreApplication.instance()
+        while self.is_running:
+            if timeout is not None and timer.elapsed() > timeout * 1000:
+                return False
+            if app is not None:
+                app.processEvents()
+            if self._thread is not None:
+                self._thread.wait(10)
+        return True
+
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        """Stop and join the thread now (closing the viewer or dock); True if it ended."""
+        thread = self._thread
+        if thread is None:
+            return True
+        self.stop()
+        thread.quit()
+        ended = thread.wait(int(timeout * 1000))
+        if ended:
+            # deliver what is queued (finished...) so the owner returns to idle
+            QCoreApplication.sendPostedEvents(self)
+            if self._thread is thread:
+                self._on_thread_finished()
+        return ended
+
+    # ------------------------------------------------------------------ relays (GUI thread)
+    @Slot(object)
+    def _relay_progress(self, info: object) -> None:
+        self.progress.emit(info)
+
+    @Slot(object)
+    def _relay_record(self, rec: object) -> None:
+        self.record.emit(rec)
+
+    @Slot(object)
+    def _relay_snapshot(self, snap: object) -> None:
+        try:
+            self.snapshot.emit(snap)
+        finally:
+            if self._worker is not None:
+                self._worker.snapshot_consumed()
+
+    @Slot(object)
+    def _relay_model_ready(self, model: object) -> None:
+        self.model_ready.emit(model)
+
+    @Slot(bool)
+    def _relay_paused(self, paused: bool) -> None:
+        self._paused = paused
+        self.paused_changed.emit(paused)
+
+    @Slot(str, str)
+    def _relay_failed(self, msg: str, tb: str) -> None:
+        self.failed.emit(msg, tb)
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        thread, worker = self._thread, self._worker
+        if thread is None:
+            return
+        self._thread = None
+        self._worker = None
+        self._paused = False
+        if worker is not None:
+            worker.deleteLater()
+        thread.deleteLater()
+        self.finished.emit()

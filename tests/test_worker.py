@@ -1,0 +1,190 @@
+"""The QThread training worker, driven by a fake model that follows the training contract.
+
+No viewer here: these tests check the threading (signals, pause, stop, errors, clean
+thread end) quickly and independently of the PINN core.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from napari_mrepinn._loss_plot import LossPlot, loss_components
+from napari_mrepinn._worker import TrainingRunner, TrainingWorker, describe_exception
+
+
+class FakeModel:
+    """Follows the ``MREPINNModel`` contract the worker relies on."""
+
+    def __init__(self, delay: float = 0.002, fail_at: int | None = None) -> None:
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.stop_training = False
+        self.delay = delay
+        self.fail_at = fail_at
+        self.threads: set[str] = set()
+        self._mu = np.zeros((4, 4), complex)
+
+    def train(self, n_iters, display_every=10, test_every=100, callbacks=()):
+        self.stop_training = False
+        for _ in range(n_iters):
+            if self.stop_training:
+                break
+            self.threads.add(threading.current_thread().name)
+            time.sleep(self.delay)
+            self.iteration += 1
+            self._mu += 1  # the buffer the loop keeps mutating
+            if self.fail_at is not None and self.iteration >= self.fail_at:
+                raise FloatingPointError(f"loss is NaN at iteration {self.iteration}")
+            if self.iteration % display_every == 0:
+                rec = {"iteration": self.iteration, "loss": 1.0 / self.iteration,
+                       "wave_loss": 0.5 / self.iteration}
+                self.history.append(rec)
+                for cb in callbacks:
+                    cb.on_display(self, rec)
+            for cb in callbacks:
+                cb.on_iteration_end(self)
+            if self.stop_training:
+                break
+
+    def results(self) -> xr.Dataset:
+        # deliberately returns a view of the live buffer: the worker must copy
+        return xr.Dataset({"mu_pred": (("x", "y"), self._mu)})
+
+
+def _run(qtbot, model, n_iters=40, **kw):
+    runner = TrainingRunner()
+    events = {"progress": [], "snapshot": [], "record": [], "failed": [], "finished": 0}
+    runner.progress.connect(events["progress"].append)
+    runner.snapshot.connect(events["snapshot"].append)
+    runner.record.connect(events["record"].append)
+    runner.failed.connect(lambda m, tb: events["failed"].append(m))
+
+    def _fin():
+        events["finished"] += 1
+
+    runner.finished.connect(_fin)
+    kw.setdefault("min_refresh_interval", 0.0)
+    worker = TrainingWorker(lambda: model, n_iters, **kw)
+    runner.start(worker)
+    return runner, events
+
+
+def test_worker_runs_in_thread_and_emits_copies(qtbot):
+    model = FakeModel()
+    runner, ev = _run(qtbot, model, n_iters=40, display_every=5, refresh_every=10)
+    assert runner.is_running
+    qtbot.waitUntil(lambda: not runner.is_running, timeout=20_000)
+    assert ev["finished"] == 1 and not ev["failed"]
+    assert model.iteration == 40
+    assert threading.main_thread().name not in model.threads
+    # snapshots are copies: each still shows its own iteration
+    its = [s["iteration"] for s in ev["snapshot"]]
+    assert its and its[-1] == 40
+    for s in ev["snapshot"]:
+        assert np.all(s["results"]["mu_pred"].values == s["iteration"])
+    assert [r["iteration"] for r in ev["record"]] == list(range(5, 41, 5))
+    assert ev["progress"] and ev["progress"][-1]["its"] > 0
+
+
+def test_worker_pause_resume_stop(qtbot):
+    model = FakeModel(delay=0.005)
+    runner, ev = _run(qtbot, model, n_iters=100_000, refresh_every=50)
+    qtbot.waitUntil(lambda: model.iteration > 5, timeout=10_000)
+    runner.pause()
+    qtbot.waitUntil(lambda: runner.is_paused, timeout=5_000)
+    frozen = model.iteration
+    qtbot.wait(200)
+    assert model.iteration == frozen
+    runner.resume()
+    qtbot.waitUntil(lambda: model.iteration > frozen + 3, timeout=5_000)
+    assert not runner.is_paused
+    runner.stop()
+    at_stop = model.iteration
+    qtbot.waitUntil(lambda: not runner.is_running, timeout=5_000)
+    assert model.iteration <= at_stop + 1  # within one iteration
+    assert ev["finished"] == 1
+
+
+def test_worker_stop_while_paused(qtbot):
+    model = FakeModel()
+    runner, _ = _run(qtbot, model, n_iters=100_000)
+    qtbot.waitUntil(lambda: model.iteration > 2, timeout=10_000)
+    runner.pause()
+    qtbot.waitUntil(lambda: runner.is_paused, timeout=5_000)
+    runner.stop()
+    qtbot.waitUntil(lambda: not runner.is_running, timeout=5_000)
+
+
+def test_worker_error_is_reported(qtbot):
+    model = FakeModel(fail_at=7)
+    runner, ev = _run(qtbot, model, n_iters=100, refresh_every=5)
+    qtbot.waitUntil(lambda: not runner.is_running, timeout=10_000)
+    assert len(ev["failed"]) == 1 and "NaN" in ev["failed"][0]
+    assert "FloatingPointError" in ev["failed"][0]
+    assert ev["finished"] == 1
+    # the last good snapshot is the one before the failure
+    assert ev["snapshot"][-1]["iteration"] == 5
+
+
+def test_build_failure_is_reported(qtbot):
+    def build():
+        raise ValueError("bad input: wave is empty")
+
+    runner = TrainingRunner()
+    failed = []
+    runner.failed.connect(lambda m, tb: failed.append(m))
+    runner.start(TrainingWorker(build, 10))
+    assert runner.wait(10)
+    assert failed == ["ValueError: bad input: wave is empty"]
+
+
+def test_shutdown_joins_thread(qtbot):
+    model = FakeModel()
+    runner, _ = _run(qtbot, model, n_iters=100_000)
+    qtbot.waitUntil(lambda: model.iteration > 2, timeout=10_000)
+    thread = runner._thread
+    assert runner.shutdown(timeout=5)
+    assert not runner.is_running
+    assert thread.isFinished()
+
+
+def test_describe_exception_hints():
+    assert "n_points" in describe_exception(RuntimeError("CUDA out of memory. Tried"))
+    assert "learning rate" in describe_exception(FloatingPointError("loss is NaN"))
+    assert describe_exception(KeyError()) == "KeyError"
+
+
+def test_loss_components_and_plot(qtbot):
+    rec = {"iteration": 10, "loss": 0.5, "wave_loss": 0.25, "pde_weight": 1e-8, "time": 3.0}
+    assert loss_components(rec) == {"loss": 0.5, "wave_loss": 0.25}
+    plot = LossPlot(min_interval=0.0)
+    qtbot.addWidget(plot)
+    plot.add_record(rec)
+    plot.add_record({**rec, "iteration": 20, "loss": 0.1, "loss_pde": float("nan")})
+    qtbot.wait(50)
+    assert plot.n_draws == 0  # hidden: nothing drawn
+    plot.show()
+    qtbot.waitUntil(lambda: plot.n_draws >= 1, timeout=2_000)
+    assert plot.series["loss"] == ([10.0, 20.0], [0.5, 0.1])
+    assert plot.series["loss_pde"] == ([], [])  # its curve waits for its first value
+    full = plot.n_full_draws
+    plot.add_record({**rec, "iteration": 30, "loss": 0.09})
+    qtbot.waitUntil(lambda: plot.n_draws >= 2, timeout=2_000)
+    assert plot.n_full_draws == full  # same decades: only blitted
+    assert plot.ax.get_yscale() == "log"
+    plot.set_history([rec])
+    assert plot.series["loss"] == ([10.0], [0.5])
+
+
+@pytest.mark.parametrize("n", [1])
+def test_thread_count_restored(qtbot, n):
+    import torch
+
+    before = torch.get_num_threads()
+    model = FakeModel()
+    runner, _ = _run(qtbot, model, n_iters=5)
+    assert runner.wait(10)
+    assert torch.get_num_threads() == before

@@ -1,0 +1,433 @@
+"""Time-harmonic elastic wave equations and the derivative engines of the PINN.
+
+The residuals follow the MRE convention of ``CONTRIBUTING.md``: ``u(x, t) = Re{U(x) e^{+iωt}}``
+and ``G* = G' + iG''``. Each equation returns ``r = f_trac + f_body`` with the body force
+``f_body = ρω²U``, so ``r = 0`` where the wave obeys the equation:
+
+``helmholtz``  ``G* ∇²U_i + ρω² U_i`` (locally homogeneous medium)
+``hetero``     ``∇·(G* ∇U_i) + ρω² U_i`` (scalar heterogeneous form, per component)
+``general``    ``∇·[G*(∇U + ∇Uᵀ)] + ∇(λ ∇·U) + ρω² U`` (Navier–Cauchy, ``λ = 0`` by default)
+
+Derivatives are taken by automatic differentiation of the networks with respect to the
+physical coordinates (metres). With ``no_z=True`` (the default, as in the published MRE-PINN)
+only the in-plane axes ``x`` and ``y`` are differentiated, so a 3D stack is inverted slice-wise;
+``no_z=False`` uses every spatial axis of the input.
+
+Two derivative engines compute the same numbers:
+
+``"reference"``
+    Written the way the published method does it: reverse-mode autograd, first derivatives one
+    output at a time, then second derivatives one output and axis at a time, each with
+    ``create_graph=True``; with ``detach=True`` the wave derivatives are detached afterwards.
+``"fast"`` (default)
+    Forward-mode: a field that offers ``taylor(x, dims, order)`` (the networks of
+    :mod:`napari_mrepinn.networks` do) propagates the value, the Jacobian and the Laplacian (or
+    Hessian) through the network in one batched pass per layer ("forward Laplacian"). Any other
+    callable is differentiated with ``torch.func`` (``jacfwd``/``hessian`` under ``vmap``).
+    With ``detach=True`` the wave derivatives are computed under ``torch.no_grad()``: no graph
+    is kept for the wave network's parameters, and only what the chosen equation needs is
+    computed (a Laplacian for ``helmholtz``/``hetero``, a Hessian for ``general``; no modulus
+    gradient for ``helmholtz``).
+
+A *field* below is a callable mapping points ``x`` of shape ``(N, D)`` (metres) to values of
+shape ``(N, M)`` (real or complex).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+__all__ = [
+    "ENGINES",
+    "GeneralEquation",
+    "HelmholtzEquation",
+    "HeteroEquation",
+    "WaveEquation",
+    "derivatives",
+]
+
+ENGINES = ("fast", "reference")
+Field = Callable[[torch.Tensor], torch.Tensor]
+Derivs = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+
+
+# ---------------------------------------------------------------------------- derivative engines
+def derivatives(
+    field: Field,
+    x: torch.Tensor,
+    dims: Sequence[int],
+    order: str | None = "laplacian",
+    *,
+    engine: str = "fast",
+    create_graph: bool = True,
+) -> Derivs:
+    """Value and spatial derivatives of a field.
+
+    Parameters
+    ----------
+    field : callable
+        Maps ``(N, D)`` points in metres to ``(N, M)`` values (real or complex).
+    x : Tensor, shape (N, D)
+        Points in metres.
+    dims : sequence of int
+        Indices of the input axes to differentiate (``K`` of them).
+    order : {"laplacian", "hessian", None}
+        Second-order information wanted: the Laplacian over ``dims``, the full Hessian over
+        ``dims``, or nothing (first derivatives only).
+    engine : {"fast", "reference"}
+        Which engine (see the module docstring).
+    create_graph : bool
+        Keep the graph to the field's parameters (needed when the result enters a loss whose
+        gradient must reach the field). ``False`` computes without any parameter graph.
+
+    Returns
+    -------
+    value : Tensor, (N, M)
+    jac : Tensor, (N, M, K)
+        ``∂f_m/∂x_k`` in value units per metre.
+    second : Tensor or None
+        ``(N, M)`` Laplacian or ``(N, M, K, K)`` Hessian (value units per m²), or None.
+    """
+    dims = list(dims)
+    if order not in (None, "laplacian", "hessian"):
+        raise ValueError(f"order must be 'laplacian', 'hessian' or None, got {order!r}")
+    if engine == "reference":
+        return _reference_derivatives(field, x, dims, order, create_graph)
+    if engine != "fast":
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    taylor = getattr(field, "taylor", None)
+    ctx = torch.enable_grad() if create_graph else torch.no_grad()
+    with ctx:
+        if taylor is not None:
+            return taylor(x, dims, order)
+        return func_derivatives(field, x, dims, order)
+
+
+def _reference_derivatives(
+    field: Field, x: torch.Tensor, dims: list[int], order: str | None, create_graph: bool
+) -> Derivs:
+    """Reverse-mode autograd, one output (real and imaginary part) and one axis at a time."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        y = field(x)
+        is_complex = y.is_complex()
+        parts = [y.real, y.imag] if is_complex else [y]
+        n, m = y.shape
+        k = len(dims)
+        jac_parts, sec_parts = [], []
+        for p in parts:
+            jac_p, sec_p = [], []
+            for i in range(m):
+                g = torch.autograd.grad(p[:, i].sum(), x, create_graph=True)[0][:, dims]
+                jac_p.append(g)
+                if order is None:
+                    continue
+                rows = []
+                for a in range(k):
+                    # the published method differentiates each first derivative again
+                    h = torch.autograd.grad(g[:, a].sum(), x, create_graph=True)[0][:, dims]
+                    rows.append(h[:, a] if order == "laplacian" else h)
+                if order == "laplacian":
+                    sec_p.append(torch.stack(rows, dim=-1).sum(-1))
+                else:
+                    sec_p.append(torch.stack(rows, dim=1))  # (N, K, K)
+            jac_parts.append(torch.stack(jac_p, dim=1))
+            if order is not None:
+                sec_parts.append(torch.stack(sec_p, dim=1))
+        if is_complex:
+            jac = torch.complex(jac_parts[0], jac_parts[1])
+            sec = torch.complex(sec_parts[0], sec_parts[1]) if order is not None else None
+        else:
+            jac = jac_parts[0]
+            sec = sec_parts[0] if order is not None else None
+        assert jac.shape == (n, m, k)
+    if not create_graph:
+        y, jac = y.detach(), jac.detach()
+        sec = sec.detach() if sec is not None else None
+    return y, jac, sec
+
+
+def func_derivatives(field: Field, x: torch.Tensor, dims: list[int], order: str | None) -> Derivs:
+    """Forward-mode derivatives of any field with ``torch.func`` (``jacfwd``, ``vmap``).
+
+    Used by the fast engine for fields without a ``taylor`` method (and by the networks for
+    options the forward-Laplacian propagation does not cover, e.g. polar input).
+    """
+    from torch.func import jacfwd, vmap
+
+    probe = field(x[:1])
+    is_complex = probe.is_complex()
+    m = probe.shape[1]
+
+    def f(xi: torch.Tensor) -> torch.Tensor:
+        y = field(xi[None])[0]
+        return torch.view_as_real(y).reshape(-1) if is_complex else y
+
+    def f_jac(xi: torch.Tensor) -> torch.Tensor:
+        return jacfwd(f)(xi)[:, dims]
+
+    y = field(x)
+    jac = vmap(f_jac)(x)  # (N, P, K)
+    sec = None
+    if order is not None:
+        hess = vmap(jacfwd(f_jac))(x)[..., dims]  # (N, P, K, K)
+        sec = torch.diagonal(hess, dim1=-2, dim2=-1).sum(-1) if order == "laplacian" else hess
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not is_complex:
+            return t
+        t = t.reshape(t.shape[0], m, 2, *t.shape[2:])
+        return torch.complex(t[:, :, 0], t[:, :, 1])
+
+    return y, pack(jac), pack(sec) if sec is not None else None
+
+
+# ---------------------------------------------------------------------------- equations
+class WaveEquation:
+    """Residual of a time-harmonic viscoelastic wave equation.
+
+    Parameters
+    ----------
+    omega : float
+        Vibration frequency **in Hz** (named as in the published code); ``ω = 2π·omega`` is
+        used inside.
+    rho : float
+        Density in kg/m³.
+    lambda_ : float or complex
+        Second Lamé parameter in Pa (``general`` only; 0 = the incompressible-like default).
+    detach : bool
+        Treat the wave as data in the residual: the wave derivatives carry no gradient, so
+        the PDE loss trains only the modulus network (the published setting).
+    engine : {"fast", "reference"}
+        Derivative engine (see the module docstring).
+    no_z : bool
+        Differentiate only the in-plane axes ``x``, ``y`` (published); ``False`` uses all
+        spatial axes of the input points.
+
+    Notes
+    -----
+    Call it as ``pde(x, u, mu)`` with fields ``u`` (``(N, C)`` displacement) and ``mu``
+    (``(N, 1)`` complex modulus in Pa); the residual has the units of ``Pa · [u] / m²``. The
+    training loop passes the *standardised* wave ``u / scale(u)`` and divides by ``ρω²``, which
+    makes the residual dimensionless (see :meth:`normalized`).
+    """
+
+    name = "wave"
+    #: second-order information of the wave needed by the equation
+    wave_order: str = "laplacian"
+    #: whether the modulus gradient enters the equation
+    needs_mu_grad: bool = True
+
+    def __init__(
+        self,
+        omega: float,
+        rho: float = 1000.0,
+        lambda_: float | complex = 0.0,
+        detach: bool = True,
+        engine: str = "fast",
+        no_z: bool = True,
+    ) -> None:
+        if omega is None or not math.isfinite(float(omega)) or float(omega) <= 0:
+            raise ValueError(f"omega must be the vibration frequency in Hz (> 0), got {omega!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self.omega = float(omega)
+        self.rho = float(rho)
+        self.lambda_ = lambda_
+        self.detach = bool(detach)
+        self.engine = engine
+        self.no_z = bool(no_z)
+
+    # .......................................................................... construction
+    @staticmethod
+    def from_name(name: str, **kwargs: Any) -> WaveEquation:
+        """The equation called ``name``: ``"helmholtz"``, ``"hetero"`` or ``"general"``.
+
+        Keyword arguments go to the constructor (``omega`` in Hz, ``rho``, ``detach``,
+        ``engine``, ``no_z``, ``lambda_``).
+        """
+        classes = {c.name: c for c in (HelmholtzEquation, HeteroEquation, GeneralEquation)}
+        key = str(name).lower()
+        if key not in classes:
+            raise ValueError(f"unknown PDE {name!r}; choose one of {sorted(classes)}")
+        return classes[key](**kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(omega={self.omega:g} Hz, rho={self.rho:g}, "
+            f"detach={self.detach}, engine={self.engine!r}, no_z={self.no_z})"
+        )
+
+    @property
+    def angular_frequency(self) -> float:
+        """ω = 2π·omega in rad/s."""
+        return 2.0 * math.pi * self.omega
+
+    @property
+    def body_coefficient(self) -> float:
+        """ρω² in kg/(m³·s²); dividing a residual of the standardised wave by it makes it
+        dimensionless."""
+        return self.rho * self.angular_frequency**2
+
+    def derivative_dims(self, n_dims: int) -> list[int]:
+        """Input axes differentiated for points with ``n_dims`` spatial coordinates."""
+        return list(range(min(2, n_dims))) if self.no_z else list(range(n_dims))
+
+    # .......................................................................... evaluation
+    def __call__(
+        self,
+        x: torch.Tensor,
+        u: Field,
+        mu: Field,
+        *,
+        components: Sequence[str] | None = None,
+        create_graph: bool | None = None,
+        need_mu_grad: bool = False,
+        fields: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Residual ``f_trac + f_body`` at points ``x``.
+
+        Parameters
+        ----------
+        x : Tensor, (N, D)
+            Points in metres; columns are the spatial axes ``x, y[, z]`` in that order.
+        u, mu : field
+            Wave ``(N, C)`` and complex modulus ``(N, 1)`` in Pa.
+        components : sequence of str, optional
+            Axis label (``"x"``, ``"y"``, ``"z"``) of each wave component; needed by
+            ``general`` to pair components with derivative axes. Defaults to
+            ``u.components`` when the field has it; a scalar wave is treated as out-of-plane.
+        create_graph : bool, optional
+            Keep the graph to the modulus network (default: when grad mode is on).
+        need_mu_grad : bool
+            Compute the modulus gradient even when the equation does not use it.
+        fields : dict, optional
+            Filled with the intermediate values ``u``, ``du``, ``d2u``, ``mu``, ``dmu`` (for
+            regularisers and diagnostics, without a second network pass).
+
+        Returns
+        -------
+        Tensor, (N, C)
+            Residual in ``Pa · [u] / m²``.
+        """
+        if create_graph is None:
+            create_graph = torch.is_grad_enabled()
+        dims = self.derivative_dims(x.shape[1])
+        u_graph = create_graph and not self.detach
+        uv, du, d2u = derivatives(
+            u, x, dims, self.wave_order, engine=self.engine, create_graph=u_graph
+        )
+        if self.needs_mu_grad or need_mu_grad:
+            muv, dmu, _ = derivatives(
+                mu, x, dims, None, engine=self.engine, create_graph=create_graph
+            )
+        else:
+            ctx = torch.enable_grad() if create_graph else torch.no_grad()
+            with ctx:
+                muv, dmu = mu(x), None
+        if self.detach:
+            uv, du = uv.detach(), du.detach()
+            d2u = d2u.detach() if d2u is not None else None
+        if components is None:
+            components = getattr(u, "components", None)
+        trac = self.traction(uv, du, d2u, muv, dmu, self._axes(components, dims, uv.shape[1]))
+        if fields is not None:
+            fields.update(u=uv, du=du, d2u=d2u, mu=muv, dmu=dmu)
+        return trac + self.body(uv)
+
+    def normalized(
+        self, x: torch.Tensor, u: Field, mu: Field, **kwargs: Any
+    ) -> torch.Tensor:
+        """Residual divided by ``ρω²``: dimensionless when ``u`` is the standardised wave."""
+        return self(x, u, mu, **kwargs) / self.body_coefficient
+
+    def body(self, u: torch.Tensor) -> torch.Tensor:
+        """Body (inertia) term ``ρω²u``."""
+        return self.body_coefficient * u
+
+    def traction(
+        self,
+        u: torch.Tensor,
+        du: torch.Tensor,
+        d2u: torch.Tensor | None,
+        mu: torch.Tensor,
+        dmu: torch.Tensor | None,
+        axes: list[int | None],
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def _axes(components: Sequence[str] | None, dims: list[int], n_comp: int) -> list[int | None]:
+        """For each wave component, its position among the derivative axes (None if the
+        component's axis is not differentiated, e.g. ``z`` with ``no_z`` or a scalar wave)."""
+        if components is None or len(components) != n_comp:
+            return [None] * n_comp
+        names = ["x", "y", "z"]
+        out: list[int | None] = []
+        for c in components:
+            ax = names.index(str(c)) if str(c) in names else None
+            out.append(dims.index(ax) if ax is not None and ax in dims else None)
+        return out
+
+
+class HelmholtzEquation(WaveEquation):
+    """``G* ∇²U_i + ρω² U_i`` (locally homogeneous; no modulus gradient)."""
+
+    name = "helmholtz"
+    wave_order = "laplacian"
+    needs_mu_grad = False
+
+    def traction(self, u, du, d2u, mu, dmu, axes):
+        return mu * d2u
+
+
+class HeteroEquation(WaveEquation):
+    """``∇·(G* ∇U_i) + ρω² U_i = G*∇²U_i + ∇G*·∇U_i + ρω²U_i`` for each component."""
+
+    name = "hetero"
+    wave_order = "laplacian"
+    needs_mu_grad = True
+
+    def traction(self, u, du, d2u, mu, dmu, axes):
+        # dmu: (N, 1, K), du: (N, C, K)
+        return mu * d2u + (dmu * du).sum(-1)
+
+
+class GeneralEquation(WaveEquation):
+    """``∇·[G*(∇U + ∇Uᵀ)] + ∇(λ ∇·U) + ρω²U`` (Navier–Cauchy with constant λ).
+
+    Sums run over the derivative axes; a component whose axis is not differentiated (``z``
+    with ``no_z``, or a scalar wave, treated as out-of-plane) has no transpose or divergence
+    coupling, so for a scalar wave this equals ``hetero``.
+    """
+
+    name = "general"
+    wave_order = "hessian"
+    needs_mu_grad = True
+
+    def traction(self, u, du, d2u, mu, dmu, axes):
+        # du: (N, C, K); d2u: (N, C, K, K) Hessian; mu (N, 1); dmu (N, 1, K)
+        n_comp = u.shape[1]
+        lap = torch.diagonal(d2u, dim1=-2, dim2=-1).sum(-1)  # (N, C)
+        out = mu * lap + (dmu * du).sum(-1)  # ∇·(G*∇U_i)
+        # the transpose term ∂_j[G* ∂_i U_j] = ∂_jG* ∂_iU_j + G* ∂_i∂_j U_j, over components
+        # whose axes are differentiated; and ∂_i(λ ∇·U) = λ Σ_j ∂_i∂_j U_j
+        lam = self.lambda_
+        cols = []
+        for i in range(n_comp):
+            ai = axes[i]
+            term = torch.zeros_like(out[:, i])
+            if ai is not None:
+                for j in range(n_comp):
+                    aj = axes[j]
+                    if aj is None:
+                        continue
+                    term = term + dmu[:, 0, aj] * du[:, j, ai] + mu[:, 0] * d2u[:, j, ai, aj]
+                    if lam != 0:
+                        term = term + lam * d2u[:, j, ai, aj]
+            cols.append(term)
+        return out + torch.stack(cols, dim=1)

@@ -355,8 +355,9 @@ class TrainingWidget(Container):
             ),
             SpinBox(name="n_layers", label="hidden layers", value=int(d["n_layers"]), min=1,
                     max=64),
-            SpinBox(name="n_hidden", label="hidden units", value=int(d["n_hidden"]), min=1,
-                    max=4096),
+            SpinBox(name="n_hidden", label="hidden units (0 = auto)", value=0, min=0,
+                    max=4096,
+                    tooltip="0: the recipe's width (64, or 128 for complex wave fields)."),
             ComboBox(
                 name="device",
                 choices=_device_choices,
@@ -814,7 +815,8 @@ class TrainingWidget(Container):
         prior = settings.get("mu_prior_pa")
         net_options = {
             k[4:]: v for k, v in settings.items()
-            if k.startswith("net_") and k[4:] in ("omega", "activ", "dense", "polar_input")
+            if k.startswith("net_")
+            and k[4:] in ("omega", "mu_omega", "activ", "dense", "polar_input")
         }
         for key in ("pde_engine", "pde_no_z"):
             if key in settings:
@@ -1137,13 +1139,12 @@ def _build_model(
     mu_prior: Any = None,
     net_options: dict[str, Any] | None = None,
 ) -> Any:
-    """Build and compile an ``MREPINNModel`` from widget settings, as ``training.fit`` does.
+    """Build and compile an ``MREPINNModel`` from widget settings with ``training.build_model``.
 
-    Same recipe as ``fit`` (so the widget with default controls reproduces the CLI):
-    AHI (Gaussian σ = 1 voxel) gives ``mu_ahi`` and the modulus prior; the networks use
-    ``training.DEFAULTS`` for what the widget does not expose; the PDE warm-up is capped at
-    half the iterations; ``seed`` seeds torch before the networks are built. Runs in the
-    worker thread (AHI and the set-up may take a moment on large data).
+    The same recipe as ``training.fit`` (so the widget with default controls reproduces the
+    CLI): AHI prior, SIREN input frequencies matched to the prior's wavelength, the recipe's
+    network width unless the user set one. Runs in the worker thread (AHI and the set-up
+    may take a moment on large data).
 
     Parameters
     ----------
@@ -1154,58 +1155,35 @@ def _build_model(
     mu_prior : optional
         Modulus prior overriding the AHI one (a restored checkpoint's).
     net_options : dict, optional
-        Network options overriding ``training.DEFAULTS`` (a checkpoint's ``net_*``).
+        Recipe options overriding ``training.DEFAULTS`` (a checkpoint's network).
     """
-    import torch
+    from . import training
 
-    from . import networks, physics, training
-
-    opts = dict(getattr(training, "DEFAULTS", {}))
-    opts.update(net_options or {})
-    ex = example.copy()
-    if opts.get("ahi", True):
-        try:
-            from . import baselines
-
-            mu_ahi = baselines.ahi(ex, smoothing="gaussian", sigma=1.0)
-            if "frequency" in mu_ahi.dims:
-                mu_ahi = mu_ahi.isel(frequency=0, drop=True)
-            ex.ds["mu_ahi"] = mu_ahi
-            if mu_prior is None:
-                mu_prior = mu_ahi
-        except (ImportError, AttributeError, ValueError) as exc:
-            import logging
-
-            logging.getLogger(__name__).warning("AHI prior unavailable (%s)", exc)
-    if s["seed"] is not None:
-        torch.manual_seed(int(s["seed"]))
-    if hasattr(networks, "resolve_modulus_prior"):
-        mu_prior = networks.resolve_modulus_prior(ex, mu_prior)
-    net_kw = {k: opts[k] for k in ("omega", "activ", "dense", "polar_input") if k in opts}
-    if net_kw.get("omega") == "auto":
-        # the SIREN input frequency matched to the expected wavelength, as fit() does
-        net_kw["omega"] = training.auto_omega(ex, mu_prior, opts.get("omega_factor", 2.0))
-    pinn = networks.MREPINN(
-        ex, n_layers=s["n_layers"], n_hidden=s["n_hidden"], mu_prior=mu_prior, **net_kw
-    )
-    pde_kw = {k: opts[k] for k in ("engine", "no_z") if k in opts}
-    pde = physics.WaveEquation.from_name(
-        s["pde"], omega=ex.frequency, rho=ex.density, detach=True, **pde_kw
-    )
-    model = training.MREPINNModel(
-        ex,
-        pinn,
-        pde,
-        loss_weights=s["loss_weights"],
-        pde_warmup_iters=min(s["pde_warmup_iters"], max(0, s["n_iters"] // 2)),
-        pde_step_iters=s["pde_step_iters"],
-        pde_init_weight=s["pde_init_weight"],
-        pde_step_factor=s["pde_step_factor"],
+    options: dict[str, Any] = {
+        "pde_warmup_iters": s["pde_warmup_iters"],
+        "pde_step_iters": s["pde_step_iters"],
+        "pde_init_weight": s["pde_init_weight"],
+        "pde_step_factor": s["pde_step_factor"],
+        "n_layers": s["n_layers"],
+    }
+    if s["n_hidden"] > 0:  # 0 = the recipe's width (wider for complex wave fields)
+        options["n_hidden"] = s["n_hidden"]
+    options.update(net_options or {})
+    if mu_prior is not None:
+        options["mu_prior"] = mu_prior
+    model = training.build_model(
+        example,
+        s["n_iters"],
+        s["device"],
+        pde=s["pde"],
         n_points=s["n_points"],
-        device=s["device"],
+        loss_weights=s["loss_weights"],
+        lr=s["lr"],
         seed=s["seed"],
+        **options,
     )
-    model.compile(optimizer=s["optimizer"], lr=s["lr"])
+    if s["optimizer"] != "adam":
+        model.compile(optimizer=s["optimizer"], lr=s["lr"])
     return model
 
 

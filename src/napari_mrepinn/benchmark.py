@@ -12,7 +12,7 @@ Two families:
   loss; and time to accuracy: Pearson R of ``|G*|`` against wall time while the default
   ``fit`` trains on the four-target slice and box, with AHI as the reference line.
   Optionally the overhead of the napari dock's Qt worker (:func:`measure_gui_overhead`,
-  ``python -m napari_mrepinn.benchmark --gui-overhead``).
+  ``mrepinn benchmark --gui-overhead``).
 
 Performance figures belong here and in the README, never in a timed test.
 
@@ -1266,22 +1266,3 @@ def main(args: Any) -> int:
         print("mrepinn benchmark: the reference and default losses differ beyond the "
               "tolerance", file=sys.stderr)
     return 0 if ok else 1
-
-
-def _parser():
-    """``python -m napari_mrepinn.benchmark``: the CLI's options plus ``--gui-overhead``."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m napari_mrepinn.benchmark",
-                                description=main.__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--skip-accuracy", action="store_true")
-    p.add_argument("--gui-overhead", action="store_true",
-                   help="also time the Qt training worker against the plain loop")
-    p.add_argument("-o", "--output")
-    return p
-
-
-if __name__ == "__main__":
-    sys.exit(main(_parser().parse_args()))

@@ -81,6 +81,8 @@ def test_markdown_table_and_json(result):
     assert "| (b) default, PDE active |" in md
     assert "Ratio (a)/(b)" in md and "passed" in md
     assert "| MRE-PINN, slice |" in md and "| AHI (Gaussian σ = 1), slice |" in md
+    assert "| AHI | 128 × 80 × 25, 3 components, 8 frequencies |" in md
+    assert result["baselines"]["n_values"] == 128 * 80 * 25 * 3 * 8
     back = json.loads(json.dumps(benchmark._jsonable(result)))
     assert back["devices"]["cpu"]["check"]["passed"] is True
 

@@ -1028,6 +1028,8 @@ def run_benchmark(
     say = log or (lambda *a, **k: None)
     out: dict[str, Any] = {"machine": _machine(devs), "config": asdict(cfg),
                            "load_before": _loadavg(), "devices": {}}
+    say("direct inversion (AHI, MDEV) on 128 × 80 × 25 × 3 components × 8 frequencies ...")
+    out["baselines"] = benchmark_baselines(repeats=1 if cfg.blocks < 5 else 3)
     say(f"building the four-target box {cfg.shape} ...")
     box = _four_target(cfg)
     with tempfile.TemporaryDirectory(prefix="mrepinn-bench-") as tmp:
@@ -1117,6 +1119,20 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"four-target box {' × '.join(str(n) for n in cfg['shape'])}, 3 complex components, "
         f"3D coordinates; medians of {cfg['blocks']} interleaved blocks.",
     ]
+    if "baselines" in result:
+        b = result["baselines"]
+        lines += [
+            "",
+            "### Direct inversion (numpy/scipy, one thread)",
+            "",
+            "| method | volume | median s | best s | CPU s |",
+            "|---|---|---|---|---|",
+        ]
+        vol = (f"{' × '.join(str(n) for n in b['shape'])}, {b['n_components']} components, "
+               f"{b['n_frequencies']} frequencies")
+        for name, key in (("AHI", "ahi"), ("MDEV", "mdev")):
+            lines.append(f"| {name} | {vol} | {_f(b[key + '_s'])} | {_f(b[key + '_min_s'])} | "
+                         f"{_f(b[key + '_cpu_s'])} |")
     for dev, res in result["devices"].items():
         t = res["timing"]
         mem = res.get("memory", {})

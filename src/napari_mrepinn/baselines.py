@@ -540,12 +540,16 @@ def _prepare(
     savgol_window: int,
     method: str | None,
     boundary: str,
-) -> tuple[xr.DataArray, np.ndarray, np.ndarray, list[int], str]:
-    """Shared front end: checks, optional smoothing and the Laplacian.
+    despeckle: bool,
+    threshold: float,
+) -> tuple[xr.DataArray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Shared front end of AHI and MDEV: checks, smoothing, Laplacian and despeckle.
 
-    Returns the wave DataArray, the (smoothed) wave values, their Laplacian, the
-    Laplacian axes and the Laplacian method actually used.
+    Returns the wave DataArray, the (smoothed) wave values, their Laplacian (despeckled
+    when asked), its magnitude and the Laplacian method actually used.
     """
+    if not (np.isfinite(threshold) and threshold > 1):
+        raise MREInputError(f"despeckle threshold must be > 1, got {threshold!r}.")
     _check_choice("smoothing", smoothing, SMOOTHING_METHODS)
     _check_choice("boundary", boundary, BOUNDARIES)
     if method is None:
@@ -569,7 +573,10 @@ def _prepare(
     if smoothing is not None:
         u = _smooth_np(u, axes, smoothing, sigma, savgol_order, savgol_window, boundary)
     lap = _laplacian_np(u, axes, hs, method, boundary, savgol_order, savgol_window)
-    return wave, u, lap, axes, method
+    lap_abs = np.abs(lap)
+    if despeckle:
+        lap, lap_abs = _despeckle_np(lap, axes, float(threshold), lap_abs)
+    return wave, u, lap, lap_abs, method
 
 
 def _usable(den: np.ndarray, scale_axes: tuple[int, ...] | None) -> np.ndarray:
@@ -710,14 +717,10 @@ def ahi(
     ex = _as_example(example)
     if frequency is not None:
         ex = ex.select_frequency(frequency)
-    if not (np.isfinite(threshold) and threshold > 1):
-        raise MREInputError(f"despeckle threshold must be > 1, got {threshold!r}.")
-    wave, u, lap, axes, method = _prepare(
-        ex, dims, smoothing, sigma, savgol_order, savgol_window, laplacian, boundary
+    wave, u, lap, lap_abs, method = _prepare(
+        ex, dims, smoothing, sigma, savgol_order, savgol_window, laplacian, boundary,
+        despeckle, threshold,
     )
-    lap_abs = np.abs(lap)
-    if despeckle:
-        lap, lap_abs = _despeckle_np(lap, axes, float(threshold), lap_abs)
 
     multi = "frequency" in wave.dims
     omega = 2.0 * np.pi * ex.frequencies
@@ -811,14 +814,10 @@ def mdev(
         where the summed Laplacian vanishes.
     """
     ex = _as_example(example)
-    if not (np.isfinite(threshold) and threshold > 1):
-        raise MREInputError(f"despeckle threshold must be > 1, got {threshold!r}.")
-    wave, u, lap, axes, method = _prepare(
-        ex, dims, smoothing, sigma, savgol_order, savgol_window, laplacian, boundary
+    wave, u, lap, lap_abs, method = _prepare(
+        ex, dims, smoothing, sigma, savgol_order, savgol_window, laplacian, boundary,
+        despeckle, threshold,
     )
-    lap_abs = np.abs(lap)
-    if despeckle:
-        lap, lap_abs = _despeckle_np(lap, axes, float(threshold), lap_abs)
     multi = "frequency" in wave.dims
     omega = 2.0 * np.pi * ex.frequencies
     # every axis that is not spatial gets summed: frequency (first) and component (last)

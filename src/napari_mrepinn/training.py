@@ -819,19 +819,16 @@ def build_model(
     # direct inversion: a baseline to show and the physical prior of the modulus
     mu_prior = options.get("mu_prior")
     if opts["ahi"]:
-        try:
-            from . import baselines
+        from . import baselines
 
-            ahi_kw = {"smoothing": "gaussian", "sigma": 1.0}
-            ahi_kw.update(options.get("ahi_options") or {})
-            mu_ahi = baselines.ahi(out, **ahi_kw)
-            if "frequency" in mu_ahi.dims:
-                mu_ahi = mu_ahi.isel(frequency=0, drop=True)
-            out.ds["mu_ahi"] = mu_ahi
-            if mu_prior is None:
-                mu_prior = mu_ahi
-        except (ImportError, AttributeError) as exc:  # baselines not available
-            warnings.warn(f"AHI unavailable ({exc}); using the built-in prior", stacklevel=2)
+        ahi_kw = {"smoothing": "gaussian", "sigma": 1.0}
+        ahi_kw.update(options.get("ahi_options") or {})
+        mu_ahi = baselines.ahi(out, **ahi_kw)
+        if "frequency" in mu_ahi.dims:
+            mu_ahi = mu_ahi.isel(frequency=0, drop=True)
+        out.ds["mu_ahi"] = mu_ahi
+        if mu_prior is None:
+            mu_prior = mu_ahi
 
     if seed is not None:
         torch.manual_seed(int(seed))

@@ -8,6 +8,7 @@ loaded 2-core machine. Waiting is done with ``qtbot.waitUntil`` (polling), never
 import os
 import time
 
+import imageio.v3 as imageio
 import numpy as np
 import pytest
 from qtpy.QtCore import QThread, QTimer
@@ -153,6 +154,12 @@ def test_live_training_pause_resume_stop_restart(shown_dock, qtbot, tmp_path):
     h, wd = coloured.shape
     centre = coloured[h // 3 : 2 * h // 3, wd // 3 : 2 * wd // 3]
     assert centre.mean() > 0.2  # the cylinder phantom's mask covers the whole grid
+    # kept as evidence of what was drawn (MREPINN_TEST_ARTIFACTS=dir keeps it after the run)
+    out_dir = os.environ.get("MREPINN_TEST_ARTIFACTS", str(tmp_path))
+    os.makedirs(out_dir, exist_ok=True)
+    shot = os.path.join(out_dir, "training_overlay.png")
+    imageio.imwrite(shot, img)
+    np.testing.assert_array_equal(imageio.imread(shot), img)
     assert path.endswith("mid.pt")
 
 

@@ -150,3 +150,11 @@ def test_save_never_leaves_a_half_written_file(tmp_path, rng, monkeypatch):
     with pytest.raises(OSError):
         ex.save(path)
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("frequency", ["sixty", -60.0, [60.0, 60.0]])
+def test_bad_frequency_names_the_source(frequency):
+    wave = np.ones((2, 8, 8) if np.ndim(frequency) else (8, 8), complex)
+    with pytest.raises(MREInputError, match=r"^scan\.nii: frequency") as err:
+        MREExample.from_numpy(wave, frequency, 1e-3, source="scan.nii")
+    assert "\n" not in str(err.value)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["SPATIAL_DIMS", "MREExample", "MREInputError"]
+__all__ = ["SPATIAL_DIMS", "MREExample", "MREInputError", "parse_frequencies"]
 
 SPATIAL_DIMS = ("x", "y", "z")
 DEFAULT_DENSITY = 1000.0  # kg/m³, the universal soft-tissue assumption
@@ -28,6 +28,30 @@ _DIM_ORDER = ("frequency", "x", "y", "z", "component", "sequence")
 
 class MREInputError(ValueError):
     """Bad MRE input: the message says what is wrong and how to fix it."""
+
+
+def parse_frequencies(frequency: float | Sequence[float]) -> tuple[np.ndarray, bool]:
+    """Frequencies in Hz as a 1-D array, and whether a sequence (not a number) was given.
+
+    Raises
+    ------
+    MREInputError
+        For text, non-positive, non-finite or repeated frequencies.
+    """
+    multi = np.ndim(frequency) > 0
+    try:
+        f = np.atleast_1d(np.asarray(frequency, dtype=float))
+    except (TypeError, ValueError):
+        raise MREInputError(
+            f"frequency must be a positive number of Hz (or a sequence), got {frequency!r}."
+        ) from None
+    if f.ndim != 1 or f.size == 0 or not np.all(np.isfinite(f)) or np.any(f <= 0):
+        raise MREInputError(
+            f"frequency must be positive Hz (a number or a 1D sequence), got {frequency!r}."
+        )
+    if multi and len(np.unique(f)) != len(f):
+        raise MREInputError(f"frequency: the sequence {f.tolist()} repeats a value.")
+    return f, multi
 
 
 def _where(source: str | None) -> str:
@@ -77,6 +101,7 @@ class MREExample:
         components: Sequence[str] | None = None,
         density: float = DEFAULT_DENSITY,
         spatial_ndim: int | None = None,
+        source: str | None = None,
     ) -> MREExample:
         """Build an example from arrays.
 
@@ -106,10 +131,35 @@ class MREExample:
         spatial_ndim : int, optional
             Number of spatial axes (2 or 3) when it cannot be inferred, e.g. a 3-axis wave
             that is (x, y, component).
+        source : str, optional
+            Where the arrays came from (a file name): it starts every error message and
+            becomes ``example.source``.
         """
+        try:
+            ds = cls._dataset_from_numpy(
+                wave, frequency, spacing, mre, mre_mask, anat, origin=origin,
+                components=components, density=density, spatial_ndim=spatial_ndim,
+            )
+        except MREInputError as exc:
+            raise MREInputError(f"{_where(source)}{exc}") from None
+        return cls(ds, source=source)
+
+    @staticmethod
+    def _dataset_from_numpy(
+        wave: np.ndarray,
+        frequency: float | Sequence[float],
+        spacing: float | Sequence[float],
+        mre: np.ndarray | None,
+        mre_mask: np.ndarray | None,
+        anat: np.ndarray | None,
+        *,
+        origin: float | Sequence[float],
+        components: Sequence[str] | None,
+        density: float,
+        spatial_ndim: int | None,
+    ) -> xr.Dataset:
         wave = np.asarray(wave)
-        freqs = np.atleast_1d(np.asarray(frequency, dtype=float))
-        multi = np.ndim(frequency) > 0
+        freqs, multi = parse_frequencies(frequency)
         if multi and (wave.ndim == 0 or wave.shape[0] != len(freqs)):
             raise MREInputError(
                 f"wave: {len(freqs)} frequencies were given but the wave's first axis has "
@@ -178,7 +228,7 @@ class MREExample:
         if not multi:
             ds.attrs["frequency"] = float(freqs[0])
         ds.attrs["density"] = float(density)
-        return cls(ds)
+        return ds
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MREExample:

@@ -564,22 +564,19 @@ def _load_nifti_folder(
 
     mre, mask, anat = others("mre"), others("mask"), others("anat")
     density = float(meta["density"][0]) if "density" in meta else 1000.0
-    try:
-        example = MREExample.from_numpy(
-            wave,
-            frequency=freqs if multi else freqs[0],
-            spacing=spacing_m,
-            mre=mre,
-            mre_mask=mask,
-            anat=anat,
-            origin=origin,
-            components=components,
-            density=density,
-            spatial_ndim=spatial_ndim,
-        )
-    except MREInputError as exc:
-        raise MREInputError(f"{folder}: {exc}") from None
-    example.source = str(folder)
+    example = MREExample.from_numpy(
+        wave,
+        frequency=freqs if multi else freqs[0],
+        spacing=spacing_m,
+        mre=mre,
+        mre_mask=mask,
+        anat=anat,
+        origin=origin,
+        components=components,
+        density=density,
+        spatial_ndim=spatial_ndim,
+        source=str(folder),
+    )
     if anat is not None and "sequence" in example.ds["anat"].dims and len(groups["anat"]) > 1:
         labels = [_stem(f) for f in groups["anat"]]
         example.ds = example.ds.assign_coords(sequence=labels)
@@ -749,22 +746,18 @@ def _load_mat(
         known = _MAT_COMPONENTS.get(name)
         components = known if known is not None and len(known) == nc else None
     density = float(np.asarray(lookup.get("density", 1000.0)).ravel()[0])
-    try:
-        example = MREExample.from_numpy(
-            u,
-            frequency=freqs if multi else freqs[0],
-            spacing=spacing_m,
-            mre=mre,
-            mre_mask=mask,
-            anat=anat,
-            components=components,
-            density=density,
-            spatial_ndim=spatial_ndim,
-        )
-    except MREInputError as exc:
-        raise MREInputError(f"{path}: {exc}") from None
-    example.source = str(path)
-    return example
+    return MREExample.from_numpy(
+        u,
+        frequency=freqs if multi else freqs[0],
+        spacing=spacing_m,
+        mre=mre,
+        mre_mask=mask,
+        anat=anat,
+        components=components,
+        density=density,
+        spatial_ndim=spatial_ndim,
+        source=str(path),
+    )
 
 
 def _describe(v: Any) -> str:

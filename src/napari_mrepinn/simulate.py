@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from scipy import ndimage, special
 from scipy.sparse.linalg import splu
 
-from .data import DEFAULT_DENSITY, MREExample, MREInputError
+from .data import DEFAULT_DENSITY, MREExample, MREInputError, parse_frequencies
 
 __all__ = [
     "cylinder",
@@ -65,24 +65,6 @@ def _positive(name: str, value: float) -> float:
     if not np.isfinite(v) or v <= 0:
         raise MREInputError(f"{name} must be a positive number, got {value!r}.")
     return v
-
-
-def _frequencies(frequency: float | Sequence[float]) -> tuple[np.ndarray, bool]:
-    """Frequencies in Hz as a 1D array and whether a sequence was given."""
-    multi = np.ndim(frequency) > 0
-    try:
-        f = np.atleast_1d(np.asarray(frequency, dtype=float))
-    except (TypeError, ValueError):
-        raise MREInputError(
-            f"frequency must be a positive number of Hz (or a sequence), got {frequency!r}."
-        ) from None
-    if f.ndim != 1 or f.size == 0 or not np.all(np.isfinite(f)) or np.any(f <= 0):
-        raise MREInputError(
-            f"frequency must be positive Hz (a number or a 1D sequence), got {frequency!r}."
-        )
-    if multi and len(np.unique(f)) != len(f):
-        raise MREInputError(f"frequency: the sequence {f.tolist()} repeats a value.")
-    return f, multi
 
 
 def _spacing(spacing: float | Sequence[float], ndim: int) -> np.ndarray:
@@ -732,7 +714,7 @@ def four_target(
         ``wave`` ``([frequency,] x, y, z, component)``, ``mre`` ``([frequency,] x, y, z)``
         in Pa, ``mre_mask`` 1 (background) and 2..5 (targets, largest first).
     """
-    freqs, multi = _frequencies(frequency)
+    freqs, multi = parse_frequencies(frequency)
     nx, ny, nz = _shape(shape, 3, (3, 3, 1))
     hx, hy, hz = _spacing(spacing, 3)
     mb = _positive("mu_background", mu_background)
@@ -960,7 +942,7 @@ def liver(
         liver parenchyma, large vessels excluded; 0 elsewhere), ``anat`` with
         ``sequence = ["t1", "t2"]``.
     """
-    freqs, multi = _frequencies(frequency)
+    freqs, multi = parse_frequencies(frequency)
     nx, ny, nz = _shape(shape, 3, (8, 8, 1))
     hx, hy, hz = _spacing(spacing, 3)
     nr = _noise_ratio(noise_ratio)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .data import SPATIAL_DIMS, MREExample, MREInputError
+from .data import SPATIAL_DIMS, MREExample, MREInputError, parse_frequencies
 
 __all__ = [
     "is_mre_folder",
@@ -438,13 +438,9 @@ def _frequency_from_meta(meta: Mapping[str, Any], folder: Path) -> list[float] |
         if key in meta:
             value, f = meta[key]
             try:
-                freqs = np.atleast_1d(np.asarray(value, dtype=float))
-            except (TypeError, ValueError):
-                raise MREInputError(
-                    f"{f}: '{key}' must be a number (Hz) or a list of numbers, got {value!r}."
-                ) from None
-            if freqs.size == 0 or not np.all(np.isfinite(freqs)) or np.any(freqs <= 0):
-                raise MREInputError(f"{f}: '{key}' must be positive Hz, got {value!r}.")
+                freqs, _ = parse_frequencies(value)
+            except MREInputError as exc:
+                raise MREInputError(f"{f}: '{key}': {exc}") from None
             return freqs.tolist()
     return None
 

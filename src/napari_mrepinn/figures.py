@@ -41,9 +41,8 @@ def result_figure(example: MREExample):
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    # a bare Figure (no pyplot) renders with Agg on savefig and leaves the user's
+    # matplotlib backend alone
     from matplotlib.figure import Figure
 
     mask = _plane(example.mask.astype(float)).values > 0

@@ -63,13 +63,57 @@ def test_taylor_matches_autograd(kw):
         return net.raw(x + t @ dx.T)
 
     y, jac, hess = _autograd_derivs(f, torch.zeros(20, 2, dtype=torch.float64), 2)
-    v, j, lap = net.taylor(x, dx, "laplacian")
-    _, j2, h = net.taylor(x, dx, "hessian")
-    assert torch.allclose(v, y.detach(), atol=1e-10)
-    assert torch.allclose(j, jac.detach(), atol=1e-9)
-    assert torch.allclose(j2, jac.detach(), atol=1e-9)
-    assert torch.allclose(h, hess.detach(), atol=1e-8)
-    assert torch.allclose(lap, torch.diagonal(hess, dim1=-2, dim2=-1).sum(-1).detach(), atol=1e-8)
+    # with grad mode on (autograd streams) and off (the buffered streams)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            v, j, lap = net.taylor(x, dx, "laplacian")
+            _, j2, h = net.taylor(x, dx, "hessian")
+            v3, j3, none = net.taylor(x, dx, None)
+        assert none is None
+        assert torch.allclose(v, y.detach(), atol=1e-10)
+        assert torch.allclose(v3, y.detach(), atol=1e-10)
+        for jj in (j, j2, j3):
+            assert torch.allclose(jj, jac.detach(), atol=1e-9)
+        assert torch.allclose(h, hess.detach(), atol=1e-8)
+        lap_true = torch.diagonal(hess, dim1=-2, dim2=-1).sum(-1).detach()
+        assert torch.allclose(lap, lap_true, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(dense=False), dict(activ="tanh"), dict(activ="gelu", n_layers=3)]
+)
+@pytest.mark.parametrize(
+    ("order", "derivative_graph"), [(None, True), ("laplacian", False), ("hessian", False)]
+)
+def test_hand_written_backward_matches_autograd(kw, order, derivative_graph):
+    # the buffered streams back-propagate by hand (value only, or value and first
+    # derivatives); their parameter gradients must equal autograd's through the same streams
+    from napari_mrepinn._taylor import taylor_autograd
+
+    torch.manual_seed(1)
+    net = PINN(3, 4, n_hidden=16, **kw).double()
+    x = torch.randn(30, 3, dtype=torch.float64) * 3
+    dx = torch.eye(3, dtype=torch.float64)[:, :2] * torch.tensor([2.0, 0.5], dtype=torch.float64)
+    wv = torch.randn(30, 4, dtype=torch.float64)
+    wj = torch.randn(30, 4, 2, dtype=torch.float64)
+
+    def loss(v, j):
+        out = (wv * v).sum() + (v**2).sum()
+        return out + ((wj * j).sum() + (j**2).sum() if derivative_graph else 0)
+
+    grads = {}
+    for name in ("hand", "autograd"):
+        net.zero_grad(set_to_none=True)
+        if name == "hand":
+            v, j, sec = net.taylor(x, dx, order, derivative_graph=derivative_graph)
+            assert j.requires_grad == derivative_graph
+            assert sec is None or not sec.requires_grad
+        else:
+            v, j, _ = taylor_autograd(net, x, dx, order)
+        loss(v, j).backward()
+        grads[name] = [p.grad.clone() for p in net.parameters()]
+    for a, b in zip(grads["autograd"], grads["hand"], strict=True):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-10)
 
 
 def test_pinn_outputs_and_init():

@@ -32,6 +32,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from ._taylor import ACTIVATIONS, activation_name, taylor
 from .data import MREExample, MREInputError
 from .physics import func_derivatives
 
@@ -43,41 +44,6 @@ MU_RANGE_FACTOR = 100.0
 # bound stays a little below π/2 so that cos(φ) > 0 survives float32 rounding
 MU_PHASE_MAX = 0.999 * math.pi / 2
 DEFAULT_PHASE = 0.1  # rad, used when a prior gives no phase
-
-
-# ---------------------------------------------------------------------------- activations
-def _sin(z: torch.Tensor):
-    s = torch.sin(z)
-    return s, torch.cos(z), -s
-
-
-def _tanh(z: torch.Tensor):
-    t = torch.tanh(z)
-    d = 1 - t * t
-    return t, d, -2 * t * d
-
-
-def _gelu(z: torch.Tensor):
-    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
-    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return z * cdf, cdf + z * pdf, pdf * (2 - z * z)
-
-
-def _softplus(z: torch.Tensor):
-    sig = torch.sigmoid(z)
-    return nn.functional.softplus(z), sig, sig * (1 - sig)
-
-
-# value, first and second derivative of each activation
-_ACTIVATIONS = {"sin": _sin, "tanh": _tanh, "gelu": _gelu, "softplus": _softplus}
-_ALIASES = {"s": "sin", "t": "tanh", "g": "gelu", "sine": "sin"}
-
-
-def _activation(name: str):
-    key = _ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}")
-    return key
 
 
 # ---------------------------------------------------------------------------- PINN
@@ -139,7 +105,7 @@ class PINN(nn.Module):
         self.polar_input = bool(polar_input)
         self.complex_output = bool(complex_output)
         self.polar_output = bool(polar_output)
-        self.activ = _activation(activ)
+        self.activ = activation_name(activ)
         n_feat = self.n_input + (3 if polar_input else 0)
         self.n_features = n_feat
         layers = []
@@ -177,7 +143,7 @@ class PINN(nn.Module):
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """Real outputs of the last layer, shape ``(N, n_raw_outputs)``."""
         h = self._features(x)
-        act = _ACTIVATIONS[self.activ]
+        act = ACTIVATIONS[self.activ]
         for i, lin in enumerate(self.hidden):
             z = lin(h)
             a = torch.sin(z) if i == 0 else act(z)[0]
@@ -195,7 +161,11 @@ class PINN(nn.Module):
         return torch.complex(a, b)
 
     def taylor(
-        self, x: torch.Tensor, dx: torch.Tensor, order: str | None = "laplacian"
+        self,
+        x: torch.Tensor,
+        dx: torch.Tensor,
+        order: str | None = "laplacian",
+        derivative_graph: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Raw outputs with their Jacobian and Laplacian/Hessian by forward propagation.
 
@@ -207,55 +177,30 @@ class PINN(nn.Module):
             Constant Jacobian of the inputs with respect to the K differentiated coordinates
             (the inputs are an affine map of the physical coordinates).
         order : {"laplacian", "hessian", None}
+        derivative_graph : bool
+            With grad mode on, ``False`` keeps the graph of the value only (see
+            :func:`napari_mrepinn._taylor.taylor`).
 
         Returns
         -------
         value (N, P), jac (N, P, K), second (N, P) or (N, P, K, K) or None
         """
-        if self.polar_input:
-            # the polar features are not affine in x: differentiate raw() with torch.func in
-            # input space and chain with the constant input Jacobian
-            full = list(range(self.n_input))
-            v, j, h = func_derivatives(self.raw, x, full, "hessian" if order else None)
-            jac = j @ dx.to(j.dtype)  # (N, P, K)
-            sec = None
-            if order == "laplacian":
-                sec = torch.einsum("npij,ik,jk->np", h, dx, dx)
-            elif order == "hessian":
-                sec = torch.einsum("npij,ik,jl->npkl", h, dx, dx)
-            return v, jac, sec
-        n, k = x.shape[0], dx.shape[1]
-        hess = order == "hessian"
-        n_sec = k * k if hess else (1 if order == "laplacian" else 0)
-        # streams along dim 1: [value, ∂_1..∂_K, second-order terms]; one matmul per layer
-        s = torch.zeros(n, 1 + k + n_sec, x.shape[1], dtype=x.dtype, device=x.device)
-        s[:, 0] = x
-        s[:, 1 : 1 + k] = dx.T.to(x.dtype)
-        act = _ACTIVATIONS[self.activ]
-        for i, lin in enumerate(self.hidden):
-            z = s @ lin.weight.T
-            zv = z[:, 0] + lin.bias
-            f0, f1, f2 = _sin(zv) if i == 0 else act(zv)
-            jz = z[:, 1 : 1 + k]  # (N, K, H)
-            parts = [f0[:, None], f1[:, None] * jz]
-            if order == "laplacian":
-                parts.append((f1 * z[:, 1 + k] + f2 * (jz * jz).sum(1))[:, None])
-            elif hess:
-                hz = z[:, 1 + k :].reshape(n, k, k, -1)
-                outer = jz[:, :, None, :] * jz[:, None, :, :]
-                sec = f1[:, None, None] * hz + f2[:, None, None] * outer
-                parts.append(sec.reshape(n, k * k, -1))
-            a = torch.cat(parts, dim=1)
-            s = torch.cat([s, a], dim=2) if self.dense else a
-        out = s @ self.output.weight.T
-        value = out[:, 0] + self.output.bias
-        jac = out[:, 1 : 1 + k].transpose(1, 2)  # (N, P, K)
+        if not self.polar_input:
+            return taylor(self, x, dx, order, derivative_graph)
+        # the polar features are not affine in x: differentiate raw() with torch.func in
+        # input space and chain with the constant input Jacobian
+        full = list(range(self.n_input))
+        v, j, h = func_derivatives(self.raw, x, full, "hessian" if order else None)
+        jac = j @ dx.to(j.dtype)  # (N, P, K)
         sec = None
         if order == "laplacian":
-            sec = out[:, 1 + k]
-        elif hess:
-            sec = out[:, 1 + k :].reshape(n, k, k, -1).permute(0, 3, 1, 2)
-        return value, jac, sec
+            sec = torch.einsum("npij,ik,jk->np", h, dx, dx)
+        elif order == "hessian":
+            sec = torch.einsum("npij,ik,jl->npkl", h, dx, dx)
+        if not derivative_graph:
+            jac = jac.detach()
+            sec = sec.detach() if sec is not None else None
+        return v, jac, sec
 
 
 # ---------------------------------------------------------------------------- priors
@@ -369,8 +314,11 @@ class _Field:
         m = self._model
         return m.wave_std(x) if self._which == "wave" else m.mu(x)
 
-    def taylor(self, x: torch.Tensor, dims: Sequence[int], order: str | None):
-        return self._model._taylor(self._which, x, list(dims), order)
+    def taylor(
+        self, x: torch.Tensor, dims: Sequence[int], order: str | None,
+        derivative_graph: bool = True,
+    ):
+        return self._model._taylor(self._which, x, list(dims), order, derivative_graph)
 
 
 class MREPINN(nn.Module):
@@ -534,10 +482,13 @@ class MREPINN(nn.Module):
         mu, a = self.mu_and_anat(x)
         return self.u(x), mu, a
 
-    def _taylor(self, which: str, x: torch.Tensor, dims: list[int], order: str | None):
+    def _taylor(
+        self, which: str, x: torch.Tensor, dims: list[int], order: str | None,
+        derivative_graph: bool = True,
+    ):
         net = self.u_pinn if which == "wave" else self.mu_pinn
         dx = self._input_jacobian(dims, x.dtype, which)
-        v, j, s = net.taylor(self.normalize_input(x, which), dx, order)
+        v, j, s = net.taylor(self.normalize_input(x, which), dx, order, derivative_graph)
         if which == "wave":
             if not self.is_complex:
                 return v, j, s

@@ -64,6 +64,7 @@ def derivatives(
     *,
     engine: str = "fast",
     create_graph: bool = True,
+    value_graph: bool = False,
 ) -> Derivs:
     """Value and spatial derivatives of a field.
 
@@ -83,6 +84,10 @@ def derivatives(
     create_graph : bool
         Keep the graph to the field's parameters (needed when the result enters a loss whose
         gradient must reach the field). ``False`` computes without any parameter graph.
+    value_graph : bool
+        With ``create_graph=False``, still keep the graph of the *value* (the derivatives stay
+        constants): one pass of the wave network then serves both the data loss and the
+        detached wave of the PDE.
 
     Returns
     -------
@@ -96,19 +101,29 @@ def derivatives(
     if order not in (None, "laplacian", "hessian"):
         raise ValueError(f"order must be 'laplacian', 'hessian' or None, got {order!r}")
     if engine == "reference":
-        return _reference_derivatives(field, x, dims, order, create_graph)
+        return _reference_derivatives(field, x, dims, order, create_graph, value_graph)
     if engine != "fast":
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     taylor = getattr(field, "taylor", None)
-    ctx = torch.enable_grad() if create_graph else torch.no_grad()
-    with ctx:
-        if taylor is not None:
-            return taylor(x, dims, order)
-        return func_derivatives(field, x, dims, order)
+    if taylor is not None:
+        ctx = torch.enable_grad() if create_graph or value_graph else torch.no_grad()
+        with ctx:
+            return taylor(x, dims, order, derivative_graph=create_graph)
+    with torch.enable_grad() if create_graph else torch.no_grad():
+        y, jac, sec = func_derivatives(field, x, dims, order)
+    if value_graph and not create_graph:
+        with torch.enable_grad():
+            y = field(x)
+    return y, jac, sec
 
 
 def _reference_derivatives(
-    field: Field, x: torch.Tensor, dims: list[int], order: str | None, create_graph: bool
+    field: Field,
+    x: torch.Tensor,
+    dims: list[int],
+    order: str | None,
+    create_graph: bool,
+    value_graph: bool = False,
 ) -> Derivs:
     """Reverse-mode autograd, one output (real and imaginary part) and one axis at a time."""
     with torch.enable_grad():
@@ -146,7 +161,9 @@ def _reference_derivatives(
             sec = sec_parts[0] if order is not None else None
         assert jac.shape == (n, m, k)
     if not create_graph:
-        y, jac = y.detach(), jac.detach()
+        # the published code evaluates the wave once and detaches its derivatives
+        y = y if value_graph else y.detach()
+        jac = jac.detach()
         sec = sec.detach() if sec is not None else None
     return y, jac, sec
 
@@ -307,7 +324,9 @@ class WaveEquation:
             Compute the modulus gradient even when the equation does not use it.
         fields : dict, optional
             Filled with the intermediate values ``u``, ``du``, ``d2u``, ``mu``, ``dmu`` (for
-            regularisers and diagnostics, without a second network pass).
+            the data loss, regularisers and diagnostics, without a second network pass).
+            ``u`` keeps its graph to the wave network when ``create_graph`` is on, also with
+            ``detach`` (the residual then uses a detached copy).
 
         Returns
         -------
@@ -318,9 +337,13 @@ class WaveEquation:
             create_graph = torch.is_grad_enabled()
         dims = self.derivative_dims(x.shape[1])
         u_graph = create_graph and not self.detach
+        # the wave value keeps its graph even when detached here, so that the caller can use
+        # it for the data loss without a second pass of the wave network
         uv, du, d2u = derivatives(
-            u, x, dims, self.wave_order, engine=self.engine, create_graph=u_graph
+            u, x, dims, self.wave_order, engine=self.engine, create_graph=u_graph,
+            value_graph=create_graph,
         )
+        u_value = uv
         if self.needs_mu_grad or need_mu_grad:
             muv, dmu, _ = derivatives(
                 mu, x, dims, None, engine=self.engine, create_graph=create_graph
@@ -336,7 +359,7 @@ class WaveEquation:
             components = getattr(u, "components", None)
         trac = self.traction(uv, du, d2u, muv, dmu, self._axes(components, dims, uv.shape[1]))
         if fields is not None:
-            fields.update(u=uv, du=du, d2u=d2u, mu=muv, dmu=dmu)
+            fields.update(u=u_value, du=du, d2u=d2u, mu=muv, dmu=dmu)
         return trac + self.body(uv)
 
     def normalized(

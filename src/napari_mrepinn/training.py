@@ -347,7 +347,7 @@ class MREPINNModel:
         net, w = self.net, self.loss_weights
         x = self.x_all[idx]
         out: dict[str, torch.Tensor] = {}
-        if w[0] > 0:
+        if w[0] > 0 and w_pde <= 0:
             out["wave"] = net.wave_std(x)
         if w[1] > 0 or w[3] > 0:
             r = net.mu_pinn.raw(net.normalize_input(x, "mu"))
@@ -361,6 +361,8 @@ class MREPINNModel:
             out["pde"] = self.pde.normalized(
                 x, net.wave_field, net.mu_field, need_mu_grad=tv, fields=fields
             )
+            if w[0] > 0:  # the PDE's pass of the wave network serves the data loss too
+                out["wave"] = fields["u"]
             if tv:
                 g = fields["dmu"] / fields["mu"][..., None]  # ∇G*/G* = ∇log|G*| + i∇φ
                 g2 = (g.real**2 + g.imag**2).sum(dim=(1, 2)) / self._k0**2

@@ -89,6 +89,28 @@ def test_worker_runs_in_thread_and_emits_copies(qtbot):
     assert ev["progress"] and ev["progress"][-1]["its"] > 0
 
 
+class SlowSnapshotModel(FakeModel):
+    def results(self) -> xr.Dataset:
+        time.sleep(0.03)  # a full-grid evaluation
+        return super().results()
+
+
+@pytest.mark.parametrize("share", [0.04, 1.0])
+def test_snapshots_keep_to_their_share_of_the_run(qtbot, share):
+    # 400 iterations of 2 ms: about 0.8 s of training; each snapshot costs 30 ms. With 4 %
+    # the snapshots may take ~32 ms of it (the first one is free); with 100 % they are
+    # limited only by the GUI consuming them
+    model = SlowSnapshotModel(delay=0.002)
+    runner, ev = _run(qtbot, model, n_iters=400, refresh_every=1, max_refresh_share=share)
+    qtbot.waitUntil(lambda: not runner.is_running, timeout=30_000)
+    live = [s for s in ev["snapshot"] if not s["final"]]
+    if share < 1:
+        assert 1 <= len(live) <= 2
+    else:
+        assert len(live) >= 5
+    assert ev["snapshot"][-1]["final"]
+
+
 def test_worker_pause_resume_stop(qtbot):
     model = FakeModel(delay=0.005)
     runner, ev = _run(qtbot, model, n_iters=100_000, refresh_every=50)

@@ -73,6 +73,11 @@ class TrainingWorker(QObject):
     min_refresh_interval : float
         Shortest time between two snapshots in seconds: a fast run with a short refresh
         period would otherwise spend the GUI thread on layer updates nobody can follow.
+    max_refresh_share : float
+        Largest share of the run's time spent computing snapshots (a full-grid evaluation
+        each): after a snapshot that took ``d`` seconds, the next one waits for at least
+        ``d · (1/share − 1)`` seconds of training, so a large grid refreshes less often
+        instead of slowing the training down.
     callbacks : callable, optional
         ``callbacks(model) -> list of training.Callback`` added to the run (e.g. the
         learning-rate decay), called in the worker thread once the model is built.
@@ -101,6 +106,7 @@ class TrainingWorker(QObject):
         resample_every: int = 0,
         single_thread: bool = True,
         min_refresh_interval: float = 0.25,
+        max_refresh_share: float = 0.04,
         callbacks: Callable[[Any], list[Any]] | None = None,
         prepare_snapshot: Callable[[Any, Any], Any] | None = None,
     ) -> None:
@@ -126,6 +132,8 @@ class TrainingWorker(QObject):
         self._last_snapshot_it = -1
         self._last_snapshot_t = 0.0
         self.min_refresh_interval = float(min_refresh_interval)
+        self.max_refresh_share = min(max(float(max_refresh_share), 1e-3), 1.0)
+        self._refresh_wait = 0.0  # seconds of training owed to the last snapshot's cost
 
     # ------------------------------------------------------------------ control (any thread)
     def request_pause(self) -> None:
@@ -200,10 +208,11 @@ class TrainingWorker(QObject):
             callbacks[:0] = list(self._extra_callbacks(model))
         if self.resample_every > 0 and hasattr(training, "Resampler"):
             callbacks.insert(0, training.Resampler(period=self.resample_every))
+        # test_every=0: the snapshots evaluate the grid themselves, once per refresh
         model.train(
             n_iters=self.n_iters,
             display_every=self.display_every,
-            test_every=self.refresh_every,
+            test_every=0,
             callbacks=callbacks,
         )
 
@@ -217,7 +226,8 @@ class TrainingWorker(QObject):
         if (
             it % self.refresh_every == 0
             and self._snapshot_free.is_set()  # the GUI has shown the previous one
-            and now - self._last_snapshot_t >= self.min_refresh_interval
+            and now - self._last_snapshot_t >= max(self.min_refresh_interval,
+                                                   self._refresh_wait)
         ):
             self._emit_snapshot(model)
         if self._stop.is_set():
@@ -264,6 +274,7 @@ class TrainingWorker(QObject):
 
     def _emit_snapshot(self, model: Any, final: bool = False) -> None:
         # computed here (worker thread), copied so the loop can never tear what the GUI shows
+        t0 = time.perf_counter()
         results = model.results()
         results = results.copy(deep=True)
         prepared = None
@@ -271,6 +282,8 @@ class TrainingWorker(QObject):
             prepared = self._prepare_snapshot(model, results)
         self._last_snapshot_it = int(model.iteration)
         self._last_snapshot_t = time.perf_counter()
+        share = self.max_refresh_share
+        self._refresh_wait = (self._last_snapshot_t - t0) * (1.0 / share - 1.0)
         self._snapshot_free.clear()
         self.snapshot.emit(
             {

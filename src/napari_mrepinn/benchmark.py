@@ -393,6 +393,7 @@ def timed_iteration(model, w_pde: float, *, build_pde: bool | None = None) -> di
         Seconds of each phase, ``total`` and ``cpu`` (process CPU seconds, all threads).
     """
     import torch
+    from torch.nn.utils import get_total_norm
 
     dev = model.device
     opt = model.optimizer
@@ -413,9 +414,8 @@ def timed_iteration(model, w_pde: float, *, build_pde: bool | None = None) -> di
         total.backward()
     _sync(dev)
     t3 = time.perf_counter()
-    ok = bool(torch.isfinite(total)) and all(
-        p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.net.parameters()
-    )
+    grads = [p.grad for p in model.net.parameters() if p.grad is not None]
+    ok = bool(torch.isfinite(total + get_total_norm(grads))) if grads else True
     if ok:
         opt.step()
     _ = {k: float(v.detach()) for k, v in losses.items()}
@@ -841,11 +841,15 @@ def measure_gui_overhead(
 
     app = QCoreApplication.instance() or QCoreApplication([])
 
+    built: dict[str, Any] = {}
+
     def build():
         # what fit trains (training.build_model: AHI prior, the recipe's networks), with the
         # PDE active from the first iteration: the iterations timed are the expensive ones
-        return training.build_model(example, n_iters, device=device, seed=seed,
-                                    **{"pde_warmup_iters": 0, **fit_options})
+        model = training.build_model(example, n_iters, device=device, seed=seed,
+                                     **{"pde_warmup_iters": 0, **fit_options})
+        built.update(model.net.config)  # the widths actually trained (auto_width)
+        return model
 
     def timed(model) -> dict[str, float]:
         clock: dict[str, float] = {}
@@ -916,8 +920,8 @@ def measure_gui_overhead(
         "refresh_every": int(refresh_every),
         "display_every": int(display_every),
         "threads": int(threads),
-        "n_layers": int(fit_options.get("n_layers", training.DEFAULTS["n_layers"])),
-        "n_hidden": int(fit_options.get("n_hidden", training.DEFAULTS["n_hidden"])),
+        "n_layers": int(built["n_layers"]),
+        "n_hidden": int(built["n_hidden"]),
         "n_voxels": int(np.prod(example.spatial_shape)),
     }
 

@@ -20,14 +20,15 @@ Two derivative engines compute the same numbers:
     output at a time, then second derivatives one output and axis at a time, each with
     ``create_graph=True``; with ``detach=True`` the wave derivatives are detached afterwards.
 ``"fast"`` (default)
-    Forward-mode: a field that offers ``taylor(x, dims, order)`` (the networks of
-    :mod:`napari_mrepinn.networks` do) propagates the value, the Jacobian and the Laplacian (or
-    Hessian) through the network in one batched pass per layer ("forward Laplacian"). Any other
-    callable is differentiated with ``torch.func`` (``jacfwd``/``hessian`` under ``vmap``).
-    With ``detach=True`` the wave derivatives are computed under ``torch.no_grad()``: no graph
-    is kept for the wave network's parameters, and only what the chosen equation needs is
-    computed (a Laplacian for ``helmholtz``/``hetero``, a Hessian for ``general``; no modulus
-    gradient for ``helmholtz``).
+    Forward-mode: a field that offers ``taylor(x, dims, order, derivative_graph)`` (the
+    networks of :mod:`napari_mrepinn.networks` do) propagates the value, the Jacobian and the
+    Laplacian (or Hessian) through the network in one batched pass per layer ("forward
+    Laplacian", :mod:`napari_mrepinn._taylor`). Any other callable is differentiated with
+    ``torch.func`` (``jacfwd``/``hessian`` under ``vmap``). With ``detach=True`` the wave
+    derivatives carry no graph: only the wave's *value* keeps one, so the same pass serves the
+    data loss, and its backward runs through the value stream alone. Only what the chosen
+    equation needs is computed (a Laplacian for ``helmholtz``/``hetero``, a Hessian for
+    ``general``; no modulus gradient for ``helmholtz``).
 
 A *field* below is a callable mapping points ``x`` of shape ``(N, D)`` (metres) to values of
 shape ``(N, M)`` (real or complex).

@@ -239,10 +239,18 @@ def test_homogeneous_medium_gives_a_flat_map():
 
 
 @pytest.mark.slow
-def test_cylinder_accuracy():
+@pytest.mark.parametrize(
+    ("noise_ratio", "seed", "r_min", "cte_min"),
+    [
+        (1e-3, 0, 0.85, 0.8),  # 30 dB: the target R >= 0.85, CTE >= 80 %
+        (1e-2, 1, 0.8, 0.0),  # 20 dB, the hardest noise seed measured: R >= 0.8
+    ],
+)
+def test_cylinder_accuracy(noise_ratio, seed, r_min, cte_min):
     from napari_mrepinn import simulate
 
-    ex = simulate.cylinder(noise_ratio=1e-3, seed=0)  # 64×64, 1 mm, 60 Hz, 3 / 10 kPa
+    # 64×64, 1 mm, 60 Hz, 3 / 10 kPa inclusion
+    ex = simulate.cylinder(noise_ratio=noise_ratio, seed=seed)
     t0 = time.perf_counter()
     out = fit(ex, progress=False)
     seconds = time.perf_counter() - t0
@@ -254,5 +262,5 @@ def test_cylinder_accuracy():
         np.median(true[lab == 2]) - np.median(true[lab == 1])
     )
     print(f"cylinder: R={r:.3f} CTE={cte:.1%} in {seconds:.0f} s")
-    assert r >= 0.85
-    assert cte >= 0.8
+    assert r >= r_min
+    assert cte >= cte_min

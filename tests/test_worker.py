@@ -97,11 +97,11 @@ class SlowSnapshotModel(FakeModel):
 
 @pytest.mark.parametrize("share", [0.04, 1.0])
 def test_snapshots_keep_to_their_share_of_the_run(qtbot, share):
-    # 400 iterations of 2 ms: about 0.8 s of training; each snapshot costs 30 ms. With 4 %
-    # the snapshots may take ~32 ms of it (the first one is free); with 100 % they are
+    # 200 iterations of 2 ms: about 0.4 s of training; each snapshot costs 30 ms. With 4 %
+    # the snapshots may take ~16 ms of it (the first one is free); with 100 % they are
     # limited only by the GUI consuming them
     model = SlowSnapshotModel(delay=0.002)
-    runner, ev = _run(qtbot, model, n_iters=400, refresh_every=1, max_refresh_share=share)
+    runner, ev = _run(qtbot, model, n_iters=200, refresh_every=1, max_refresh_share=share)
     qtbot.waitUntil(lambda: not runner.is_running, timeout=30_000)
     live = [s for s in ev["snapshot"] if not s["final"]]
     if share < 1:

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["ACTIVATIONS", "activation_name", "stream_forward", "taylor", "taylor_autograd"]
 
@@ -255,6 +256,7 @@ class _StreamFunction(torch.autograd.Function):
         return value, jac, sec
 
     @staticmethod
+    @once_differentiable  # a graph through these gradients would need third derivatives
     def backward(ctx, g_value, g_jac, g_sec):
         params = list(ctx.saved_tensors)
         grads = stream_backward(ctx.net, params, ctx.saved, g_value, g_jac, ctx.n_grad)

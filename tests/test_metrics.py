@@ -55,6 +55,12 @@ def test_flat_prediction_has_zero_contrast_and_undefined_r(phantom):
     r = metrics.evaluate(np.full(mask.shape, 3000.0 + 0j), true, mask)
     assert r["cte_percent"] == {2: 0.0, 3: 0.0}
     assert np.isnan(r["pearson_r"])  # a constant map has no correlation
+    # constant up to float32 rounding of a complex modulus (a network still at its prior)
+    phase = np.random.default_rng(0).uniform(0, 1.4, mask.shape)
+    g = (np.float32(2000) * np.exp(1j * phase)).astype(np.complex64)  # |g| varies by ~1e-7
+    assert np.isnan(metrics.pearson_r(g, true, mask))
+    # while a real, small contrast still correlates
+    assert metrics.pearson_r(3000 + 1e-2 * np.abs(true), true, mask) == pytest.approx(1.0)
 
 
 def test_offset_keeps_contrast_and_phase_counts_in_relative_error(phantom):

@@ -115,8 +115,12 @@ def pearson_r(pred: ArrayLike, true: ArrayLike, mask: ArrayLike) -> float:
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(float) - a.mean()
-    b = b.astype(float) - b.mean()
+    a, b = a.astype(float), b.astype(float)
+    # constant up to rounding (e.g. a modulus still at its prior): R is undefined, not ±0
+    if any(np.ptp(v) <= 1e-6 * np.max(np.abs(v)) for v in (a, b) if v.size):
+        return float("nan")
+    a = a - a.mean()
+    b = b - b.mean()
     den = np.sqrt(np.sum(a * a) * np.sum(b * b))
     return float(np.sum(a * b) / den) if den > 0 else float("nan")
 

@@ -24,6 +24,8 @@ def test_from_numpy_dims_coords_and_units(rng):
     assert ex.anat.dims == ("x", "y", "z", "sequence")
     assert ex.spatial_dims == ("x", "y", "z")
     assert ex.spacing == pytest.approx({"x": 1e-3, "y": 1e-3, "z": 1e-3})
+    assert ex.extent == pytest.approx({"x": 12e-3, "y": 10e-3, "z": 3e-3})
+    assert np.isnan(MREExample(ex.ds.isel(z=[0])).extent["z"])  # one slice: no spacing
     assert ex.frequency == 90.0 and ex.density == 1000.0
     assert "anat" in ex and "wave_pred" not in ex
     assert ex.mask.values.sum() == 12 * 10 * 3

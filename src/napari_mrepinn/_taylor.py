@@ -99,6 +99,26 @@ def _split_outputs(out: torch.Tensor, bias: torch.Tensor, k: int, order: str | N
     return value, jac, sec
 
 
+def _activate(
+    net: Any, i: int, z: torch.Tensor, bias: torch.Tensor, k: int, order: str | None,
+    out: torch.Tensor,
+):
+    """Write the streams of ``a = σ(z + b)`` into ``out`` (N, S, H), from the streams ``z``
+    (N, S, H) of hidden layer ``i``; return ``(σ', σ'', ∂z)`` for the backward pass."""
+    n = z.shape[0]
+    f0, f1, f2 = _layer_activation(net, i)(z[:, 0] + bias)
+    jz = z[:, 1 : 1 + k]  # (N, K, H)
+    out[:, 0] = f0
+    out[:, 1 : 1 + k] = f1[:, None] * jz
+    if order == "laplacian":
+        out[:, 1 + k] = f1 * z[:, 1 + k] + f2 * (jz * jz).sum(1)
+    elif order == "hessian":
+        hz = z[:, 1 + k :].reshape(n, k, k, -1)
+        sec = f1[:, None, None] * hz + f2[:, None, None] * jz[:, :, None] * jz[:, None]
+        out[:, 1 + k :] = sec.reshape(n, k * k, -1)
+    return f1, f2, jz
+
+
 # ---------------------------------------------------------------------------- buffered streams
 def _bounds(net: Any) -> list[int]:
     """Column bounds of the blocks of the stream buffer: block 0 holds the input features,
@@ -157,19 +177,10 @@ def stream_forward(
         blocks = _reads(net, i)
         lo, hi = bounds[blocks[0]], bounds[blocks[-1] + 1]
         z = (flat[:, lo:hi] @ w.T).view(n, n_streams, -1)
-        f0, f1, f2 = _layer_activation(net, i)(z[:, 0] + b)
-        jz = z[:, 1 : 1 + k]
         a = buf[:, :, bounds[i + 1] : bounds[i + 2]]  # this layer's block, written in place
-        a[:, 0] = f0
-        torch.mul(jz, f1[:, None], out=a[:, 1 : 1 + k])
-        if order == "laplacian":
-            a[:, 1 + k] = f1 * z[:, 1 + k] + f2 * (jz * jz).sum(1)
-        elif order == "hessian":
-            hz = z[:, 1 + k :].reshape(n, k, k, -1)
-            sec = f1[:, None, None] * hz + f2[:, None, None] * jz[:, :, None] * jz[:, None]
-            a[:, 1 + k :] = sec.reshape(n, k * k, -1)
+        derivs = _activate(net, i, z, b, k, order, out=a)
         if save:
-            per_layer.append((f1, f2, jz))
+            per_layer.append(derivs)
     w, b = params[-2], params[-1]
     blocks = _reads(net, len(net.hidden))
     lo, hi = bounds[blocks[0]], bounds[blocks[-1] + 1]
@@ -276,16 +287,8 @@ def taylor_autograd(
     s[:, 1 : 1 + k] = dx.T.to(x.dtype)
     for i, lin in enumerate(net.hidden):
         z = s @ lin.weight.T
-        f0, f1, f2 = _layer_activation(net, i)(z[:, 0] + lin.bias)
-        jz = z[:, 1 : 1 + k]  # (N, K, H)
-        parts = [f0[:, None], f1[:, None] * jz]
-        if order == "laplacian":
-            parts.append((f1 * z[:, 1 + k] + f2 * (jz * jz).sum(1))[:, None])
-        elif order == "hessian":
-            hz = z[:, 1 + k :].reshape(n, k, k, -1)
-            sec = f1[:, None, None] * hz + f2[:, None, None] * jz[:, :, None] * jz[:, None]
-            parts.append(sec.reshape(n, k * k, -1))
-        a = torch.cat(parts, dim=1)
+        a = z.new_empty(z.shape)  # filled in place: autograd tracks the slice writes
+        _activate(net, i, z, lin.bias, k, order, out=a)
         s = torch.cat([s, a], dim=2) if net.dense else a
     return _split_outputs(s @ net.output.weight.T, net.output.bias, k, order)
 

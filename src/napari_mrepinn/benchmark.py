@@ -392,9 +392,6 @@ def timed_iteration(model, w_pde: float, *, build_pde: bool | None = None) -> di
     dict
         Seconds of each phase, ``total`` and ``cpu`` (process CPU seconds, all threads).
     """
-    import torch
-    from torch.nn.utils import get_total_norm
-
     dev = model.device
     opt = model.optimizer
     build = w_pde > 0 if build_pde is None else build_pde
@@ -414,9 +411,7 @@ def timed_iteration(model, w_pde: float, *, build_pde: bool | None = None) -> di
         total.backward()
     _sync(dev)
     t3 = time.perf_counter()
-    grads = [p.grad for p in model.net.parameters() if p.grad is not None]
-    ok = bool(torch.isfinite(total + get_total_norm(grads))) if grads else True
-    if ok:
+    if model._finite(total):
         opt.step()
     _ = {k: float(v.detach()) for k, v in losses.items()}
     _sync(dev)

@@ -314,6 +314,14 @@ class MREExample:
         return {d: _spacing(self.ds[d].values, d) for d in self.spatial_dims}
 
     @property
+    def extent(self) -> dict[str, float]:
+        """Field of view per spatial dim in metres (voxels × spacing; NaN for a single z
+        slice, which has no spacing)."""
+        spacing = self.spacing
+        return {d: n * spacing[d] for d, n in zip(self.spatial_dims, self.spatial_shape,
+                                                  strict=True)}
+
+    @property
     def n_components(self) -> int:
         return self.ds.sizes.get("component", 1)
 

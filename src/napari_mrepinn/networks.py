@@ -304,14 +304,8 @@ def resolve_modulus_prior(example: MREExample, mu_prior: Any) -> complex:
 
 def input_length(example: MREExample) -> float:
     """The length (metres) that divides every coordinate before the networks: the smallest
-    in-plane extent (``x``, ``y``) of the grid with more than one voxel."""
-    extents = [
-        n * (example.spacing[d] if np.isfinite(example.spacing[d]) else 1.0)
-        for d, n in zip(example.spatial_dims, example.spatial_shape, strict=True)
-    ]
-    in_plane = [e for d, n, e in zip(example.spatial_dims, example.spatial_shape, extents,
-                                     strict=True) if d != "z" and n > 1]
-    return float(min(in_plane) if in_plane else max(extents))
+    in-plane extent (``x``, ``y``) of the grid."""
+    return float(min(e for d, e in example.extent.items() if d != "z"))
 
 
 # ---------------------------------------------------------------------------- fields
@@ -477,7 +471,11 @@ class MREPINN(nn.Module):
 
     def u(self, x: torch.Tensor) -> torch.Tensor:
         """Wave in the data's units at points x (metres), ``(N, C)``."""
-        return self.wave_std(x) * self.u_scale.to(x.dtype)
+        return self.wave_from_std(self.wave_std(x))
+
+    def wave_from_std(self, u_std: torch.Tensor) -> torch.Tensor:
+        """The standardised wave ``u / scale(u)`` back in the data's units."""
+        return u_std * self.u_scale.to(u_std.real.dtype)
 
     def mu(self, x: torch.Tensor) -> torch.Tensor:
         """Complex shear modulus in Pa at points x (metres), ``(N, 1)``."""

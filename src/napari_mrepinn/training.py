@@ -434,6 +434,13 @@ class MREPINNModel:
 
         return norm(self.net.u_pinn.parameters()), norm(self.net.mu_pinn.parameters())
 
+    def _finite(self, total: torch.Tensor) -> bool:
+        """Whether the loss and every gradient are finite, with one device sync (a NaN or
+        inf anywhere makes the total gradient norm non-finite: one fused reduction)."""
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        norm = get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        return bool(torch.isfinite(total + norm))
+
     def _step(self) -> tuple[dict[str, float], float, bool]:
         """One optimisation step on the current batch; returns (losses, total, accepted)."""
         if self.optimizer is None:
@@ -463,11 +470,7 @@ class MREPINNModel:
             )
         else:
             closure()
-            # one device sync: the loss and every gradient finite (a NaN or inf anywhere
-            # makes the total gradient norm non-finite; one fused reduction)
-            grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-            norm = get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-            ok = bool(torch.isfinite(state["total"] + norm))
+            ok = self._finite(state["total"])
             if ok:
                 if self._good_state is None or self.iteration % 10 == 0:
                     self._snapshot()
@@ -595,7 +598,7 @@ class MREPINNModel:
                     fields: dict[str, torch.Tensor] = {}
                     r = self.pde.normalized(x, net.wave_field, net.mu_field,
                                             create_graph=False, fields=fields)
-                    u = fields["u"] * net.u_scale.to(x.dtype)
+                    u = net.wave_from_std(fields["u"])
                     mu = fields["mu"]
                     if net.n_anat:
                         parts["a"].append(net.mu_and_anat(x)[1].cpu().numpy())
@@ -1017,11 +1020,7 @@ def wave_complexity(example: MREExample, mu_prior: complex) -> float:
     wavelengths times the number of components (the 64 mm cylinder at 60 Hz and 3 kPa: ~5;
     an 80 × 100 mm three-component slice at 90 Hz: ~65)."""
     lam = np.sqrt(abs(mu_prior) / example.density) / example.frequency
-    area = np.prod([
-        n * example.spacing[d]
-        for d, n in zip(example.spatial_dims, example.spatial_shape, strict=True)
-        if d != "z"
-    ])
+    area = np.prod([e for d, e in example.extent.items() if d != "z"])
     return float(area / lam**2 * example.n_components)
 
 
@@ -1038,11 +1037,7 @@ def auto_omega(example: MREExample, mu_prior: complex, factor: float = 2.0) -> f
     oblong one (the factors were tuned on the square cylinder and the 80 × 100 mm slice).
     """
     k0 = 2 * np.pi * example.frequency * np.sqrt(example.density / abs(mu_prior))
-    extent = max(
-        n * example.spacing[d]
-        for d, n in zip(example.spatial_dims, example.spatial_shape, strict=True)
-        if d != "z"
-    )
+    extent = max(e for d, e in example.extent.items() if d != "z")
     return float(factor * k0 * extent)
 
 

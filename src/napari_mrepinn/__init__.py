@@ -24,10 +24,16 @@ _LAZY = {
     "MREPINNModel": "training",
     "Resampler": "training",
     "msae_loss": "training",
-    "fit": "training",
+    "LossWeights": "config",
+    "TrainingConfig": "config",
+    "build_model": "recipe",
+    "fit": "recipe",
 }
 _SUBMODULES = {
+    "checkpoints",
+    "config",
     "data",
+    "recipe",
     "simulate",
     "baselines",
     "metrics",
@@ -42,14 +48,19 @@ _SUBMODULES = {
 __all__ = [
     "MREPINN",
     "PINN",
+    "LossWeights",
     "MREExample",
     "MREInputError",
     "MREPINNModel",
     "Resampler",
+    "TrainingConfig",
     "WaveEquation",
     "__version__",
     "baselines",
     "benchmark",
+    "build_model",
+    "checkpoints",
+    "config",
     "data",
     "figures",
     "fit",
@@ -58,6 +69,7 @@ __all__ = [
     "msae_loss",
     "networks",
     "physics",
+    "recipe",
     "simulate",
     "training",
 ]
@@ -80,16 +92,21 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
     from . import (
         baselines,
         benchmark,
+        checkpoints,
+        config,
         data,
         figures,
         io,
         metrics,
         networks,
         physics,
+        recipe,
         simulate,
         training,
     )
+    from .config import LossWeights, TrainingConfig
     from .data import MREExample, MREInputError
     from .networks import MREPINN, PINN
     from .physics import WaveEquation
-    from .training import MREPINNModel, Resampler, fit, msae_loss
+    from .recipe import build_model, fit
+    from .training import MREPINNModel, Resampler, msae_loss

@@ -1,0 +1,291 @@
+"""The default MRE-PINN recipe: build a model from an example and a configuration, train it,
+and return the example with the results.
+
+:func:`fit` is what ``mrepinn fit``, the napari training dock (through :func:`build_model`)
+and scripts run; every option is a field of :class:`~napari_mrepinn.config.TrainingConfig`.
+
+Examples
+--------
+>>> import napari_mrepinn as mp
+>>> example = mp.simulate.cylinder(frequency=60).add_gaussian_noise(1e-3, seed=0)
+>>> result = mp.fit(example, iters=3000)                     # doctest: +SKIP
+>>> config = mp.TrainingConfig(iters=3000, n_points=2048)
+>>> result = mp.fit(example, config, lr=5e-4)                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import TrainingConfig, default_threads
+from .data import MREExample, MREInputError
+from .networks import MREPINN, resolve_modulus_prior
+from .physics import WaveEquation
+from .training import Callback, LRDecay, MREPINNModel, Resampler, _ProgressBar
+
+__all__ = [
+    "AUTO_WIDTH_COMPLEXITY",
+    "auto_omega",
+    "build_model",
+    "fit",
+    "result_config",
+    "torch_threads",
+    "wave_complexity",
+]
+
+
+def _config(config: TrainingConfig | None, overrides: dict[str, Any]) -> TrainingConfig:
+    if config is not None and not isinstance(config, TrainingConfig):
+        raise TypeError(
+            f"config must be a TrainingConfig (options go as keywords: fit(example, "
+            f"iters=...)), got {config!r}"
+        )
+    config = config or TrainingConfig()
+    return config.replace(**overrides) if overrides else config
+
+
+def build_model(
+    example: MREExample,
+    config: TrainingConfig | None = None,
+    *,
+    mu_prior: Any = None,
+    **overrides: Any,
+) -> MREPINNModel:
+    """The compiled :class:`~napari_mrepinn.training.MREPINNModel` of the recipe (what
+    :func:`fit` trains).
+
+    Runs the AHI (stored as ``mu_ahi`` in a *copy* of the example, ``model.example``), takes
+    its robust median as the modulus prior, picks the SIREN input frequencies from the prior
+    wavelength (:func:`auto_omega`) and the width from the field's complexity
+    (:func:`wave_complexity`), and builds and compiles the model. The GUI and the benchmark
+    use it to train exactly what :func:`fit` trains.
+
+    Parameters
+    ----------
+    example : MREExample
+        Single-frequency example (not modified).
+    config : TrainingConfig, optional
+        The options (default: the recipe's); checked with :meth:`TrainingConfig.check`.
+    mu_prior : optional
+        Overrides the AHI prior (see
+        :func:`~napari_mrepinn.networks.resolve_modulus_prior`): a number in Pa, a
+        ``(low, high)`` range in Pa, or a map.
+    **overrides
+        Fields of ``config`` to change.
+    """
+    config = _config(config, overrides).check(example)
+    out = example.copy()
+
+    # direct inversion: a baseline to show and the physical prior of the modulus
+    if config.ahi:
+        from . import baselines
+
+        mu_ahi = baselines.ahi(out, smoothing="gaussian", sigma=config.ahi_sigma)
+        if "frequency" in mu_ahi.dims:
+            mu_ahi = mu_ahi.isel(frequency=0, drop=True)
+        out.ds["mu_ahi"] = mu_ahi
+        if mu_prior is None:
+            mu_prior = mu_ahi
+
+    if config.seed is not None:
+        torch.manual_seed(int(config.seed))
+    mu_prior = resolve_modulus_prior(out, mu_prior)
+    n_hidden = config.n_hidden
+    if n_hidden == 0:  # auto: wider networks for complex wave fields
+        n_hidden = 64 * (2 if wave_complexity(out, mu_prior) > AUTO_WIDTH_COMPLEXITY else 1)
+    omega = config.omega
+    if omega is None:
+        omega = auto_omega(out, mu_prior, config.omega_factor)
+    mu_omega = config.mu_omega
+    if mu_omega is None:
+        mu_omega = auto_omega(out, mu_prior, config.mu_omega_factor)
+    net = MREPINN(
+        out, omega=float(omega), mu_omega=float(mu_omega), n_layers=config.n_layers,
+        n_hidden=n_hidden, activ=config.activ, dense=config.dense,
+        polar_input=config.polar_input, mu_prior=mu_prior,
+    )
+    eq = WaveEquation.from_name(
+        config.pde, omega=out.frequency, rho=out.density, detach=True, engine=config.engine,
+        no_z=config.no_z,
+    )
+    model = MREPINNModel(out, net, eq, config)
+    model.compile()
+    return model
+
+
+def fit(
+    example: MREExample,
+    config: TrainingConfig | None = None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    mu_prior: Any = None,
+    **overrides: Any,
+) -> MREExample:
+    """Invert one example with the default MRE-PINN recipe.
+
+    The recipe (:func:`build_model`, then training and the full-grid test):
+
+    1. **AHI** (``baselines.ahi``, Gaussian pre-smoothing σ = 1 voxel) gives ``mu_ahi``;
+       its robust median in the mask is the **modulus prior** ``G0``: the modulus network
+       starts exactly at ``G0`` and its output is ``G0·exp(s)·e^{iφ}``. The ground truth
+       ``mre`` is never used.
+    2. **Networks** of 4 layers × 64 units (dense, sine): on a CPU the published 5 × 128 with
+       ω0 = 60 fits the noise, and its Laplacian is wrong by several times its size; 128
+       units when the field is complex (``auto_width``: many wavelengths × components, e.g.
+       a three-component 80 × 100 mm slice at 90 Hz), where 64 cannot fit the wave. The
+       SIREN input frequency is matched to the prior's wavelength (:func:`auto_omega`):
+       ``omega_factor = 1.0`` for the wave (smooth: its Laplacian must not follow the noise;
+       on the cylinder at 20 dB, noise seeds 0/1/2, 1.5 gave R 0.863 / 0.773 / 0.812 and 1.0
+       gives 0.859 / 0.840 / 0.849, at a cost of 0.01–0.02 at 30 dB) and
+       ``mu_omega_factor = 2.5`` for the modulus (sharper edges).
+    3. **Wave-only warmup** of ``pde_warmup_iters`` (2500, half the run) iterations: they
+       cost a quarter of a PDE iteration, and a wave fit whose derivatives are still wrong
+       pulls the modulus away from the prior (on the three-component four-target slice at
+       90 Hz, a direct inversion of the wave network's Laplacian gives R = 0.48 after 1000
+       wave-only iterations and 0.57 after 3000; 2500 + 2500 PDE iterations instead of
+       1000 + 3000 take that fit from R = 0.83 to 0.85 and the cylinder from 0.87 to
+       0.88 for about the same CPU time). Then the PDE weight ramps ×10 per 100
+       iterations from 0.01 to 1 (the published schedule, shortened; with
+       ``detach=True`` the PDE trains only the modulus network).
+    4. **Adam** at ``lr = 1e-3`` with a cosine decay to 0.1× after the warmup (late small
+       steps average out the noise of the random batches), 1024 fresh points per
+       iteration, 5000 iterations in all (:data:`DEFAULT_ITERS`); the published 100 000
+       iterations at 1e-4 would take hours on a CPU.
+
+    Losses are dimensionless (see the module docstring), so these defaults do not depend on
+    the units or scale of the wave.
+
+    Losses are dimensionless (see :mod:`napari_mrepinn.training`), so these defaults do not
+    depend on the units or scale of the wave. Torch uses ``config.threads`` CPU threads
+    during the fit (0: :func:`~napari_mrepinn.config.default_threads`, one on machines with
+    two cores or fewer) and the caller's setting afterwards.
+
+    Parameters
+    ----------
+    example : MREExample
+        Single-frequency example (select one first for multi-frequency data).
+    config : TrainingConfig, optional
+        Every option, with the recipe's defaults (see
+        :class:`~napari_mrepinn.config.TrainingConfig`).
+    callbacks : sequence of Callback
+        Extra callbacks (a GUI, logging...).
+    progress : bool
+        Show a tqdm progress bar.
+    mu_prior : optional
+        Overrides the AHI prior (see :func:`build_model`).
+    **overrides
+        Fields of ``config`` to change: ``fit(example, iters=3000, lr=5e-4)``.
+
+    Returns
+    -------
+    MREExample
+        A copy with ``wave_pred``, ``mu_pred``, ``pde_residual`` and ``mu_ahi`` added and the
+        attrs ``mrepinn_config_json`` (the configuration), ``mrepinn_settings_json`` (what
+        the recipe chose from the data, and the time), ``mrepinn_history_json`` and
+        ``mrepinn_version``.
+    """
+    from . import __version__
+
+    config = _config(config, overrides)
+    with torch_threads(config.threads):
+        model = build_model(example, config, mu_prior=mu_prior)
+        out = model.example
+        cbs: list[Callback] = [Resampler(period=config.resample_every)]
+        if config.lr_decay < 1:
+            start = model.pde_warmup_iters
+            cbs.append(LRDecay(config.iters - start, final_factor=config.lr_decay,
+                               start=start))
+        if progress:
+            cbs.append(_ProgressBar(config.iters))
+        cbs.extend(callbacks)
+        t0 = time.perf_counter()
+        model.train(config.iters, callbacks=cbs)
+        seconds = time.perf_counter() - t0
+        res = model.results()
+    for name in ("wave_pred", "mu_pred", "pde_residual"):
+        out.ds[name] = res[name]
+    settings = model.settings()
+    settings.update(iters=model.iteration, seconds=round(seconds, 3),
+                    threads=resolved_threads(config.threads))
+    out.ds.attrs["mrepinn_config_json"] = config.to_json()
+    out.ds.attrs["mrepinn_settings_json"] = json.dumps(settings)
+    out.ds.attrs["mrepinn_history_json"] = json.dumps(model.history)
+    out.ds.attrs["mrepinn_version"] = __version__
+    return out
+
+
+def result_config(result: MREExample) -> TrainingConfig:
+    """The configuration a result of :func:`fit` was made with (0.1 results included).
+
+    Raises
+    ------
+    MREInputError
+        When the example carries no MRE-PINN result settings.
+    """
+    attrs = result.ds.attrs
+    if "mrepinn_config_json" in attrs:
+        return TrainingConfig.from_json(attrs["mrepinn_config_json"])
+    if "mrepinn_settings_json" in attrs:  # written by 0.1
+        return TrainingConfig.from_legacy_settings(json.loads(attrs["mrepinn_settings_json"]))
+    raise MREInputError(
+        f"{result.source or 'this example'}: no MRE-PINN result settings "
+        "(mrepinn_config_json); it was not written by napari_mrepinn.fit."
+    )
+
+
+def resolved_threads(threads: int) -> int:
+    """The CPU threads a config's ``threads`` means (0: :func:`default_threads`)."""
+    return int(threads) if threads and threads > 0 else default_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """Run the block with ``threads`` torch CPU threads (0: the default policy), then put
+    the caller's setting back."""
+    n = resolved_threads(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+#: above this :func:`wave_complexity` the recipe doubles the network width
+AUTO_WIDTH_COMPLEXITY = 12.0
+
+
+def wave_complexity(example: MREExample, mu_prior: complex) -> float:
+    """How much a wave network has to represent: the in-plane field of view in squared prior
+    wavelengths times the number of components (the 64 mm cylinder at 60 Hz and 3 kPa: ~5;
+    an 80 × 100 mm three-component slice at 90 Hz: ~65)."""
+    lam = np.sqrt(abs(mu_prior) / example.density) / example.frequency
+    area = np.prod([e for d, e in example.extent.items() if d != "z"])
+    return float(area / lam**2 * example.n_components)
+
+
+def auto_omega(example: MREExample, mu_prior: complex, factor: float = 2.0) -> float:
+    """SIREN input frequency ω0 matched to the expected wavelength.
+
+    The networks see ``(x − centre)/L · ω0`` with ``L`` the smallest in-plane extent
+    (:func:`~napari_mrepinn.networks.input_length`); with ``ω0 = factor · k0 · extent`` (k0 =
+    ``ω√(ρ/|G0|)`` the wavenumber of the prior, ``extent`` the largest in-plane grid extent)
+    one unit of network input is ``(L/extent)/(factor·k0)`` metres: ``1/(factor·k0)`` on a
+    square field of view, whatever its size, so the wave network starts as smooth on a small
+    field of view as on a large one (a fixed ω0 on a small grid fits the wave with wiggles
+    whose Laplacian is wrong by several times its size), and a little more detailed on an
+    oblong one (the factors were tuned on the square cylinder and the 80 × 100 mm slice).
+    """
+    k0 = 2 * np.pi * example.frequency * np.sqrt(example.density / abs(mu_prior))
+    extent = max(e for d, e in example.extent.items() if d != "z")
+    return float(factor * k0 * extent)
+
+

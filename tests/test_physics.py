@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from napari_mrepinn.data import MREExample
+from napari_mrepinn.derivatives import derivatives
 from napari_mrepinn.networks import MREPINN
-from napari_mrepinn.physics import WaveEquation, derivatives
+from napari_mrepinn.physics import WaveEquation
 
 F = 60.0  # Hz
 RHO = 1000.0

@@ -14,11 +14,12 @@ import napari_mrepinn
 from napari_mrepinn.data import MREExample, MREInputError
 from napari_mrepinn.networks import MREPINN
 from napari_mrepinn.physics import WaveEquation
+from napari_mrepinn import fit
 from napari_mrepinn.training import (
     Callback,
     MREPINNModel,
     Resampler,
-    fit,
+    StepResult,
     msae_loss,
 )
 
@@ -182,9 +183,25 @@ def test_benchmark_leaves_the_state_alone():
     before = [p.detach().clone() for p in m.net.parameters()]
     batch = m.batch_idx.clone()
     t = m.benchmark(n_iters=3)
-    assert set(t) == {"data", "model", "loss", "total"} and all(v >= 0 for v in t.values())
+    assert set(t) == {"data", "model", "loss", "step", "total"}
+    assert all(v >= 0 for v in t.values())
     assert m.iteration == 6 and torch.equal(batch, m.batch_idx)
     assert all(torch.equal(a, b) for a, b in zip(before, m.net.parameters(), strict=True))
+
+
+def test_step_is_the_training_step():
+    """train() is step() repeated: the same losses from the same state."""
+    a, b = _model(), _model()
+    a.train(4, display_every=1, test_every=0, callbacks=[Resampler(period=1000)])
+    results = []
+    for _ in range(4):
+        results.append(b.step())
+        b.iteration += 1  # the PDE schedule follows the iteration, as in train()
+    assert all(isinstance(r, StepResult) and r.accepted for r in results)
+    assert results[0].timings == {}  # untimed steps do not synchronise
+    assert [r.total for r in results] == pytest.approx([h["loss"] for h in a.history])
+    timed = b.step(timed=True)
+    assert set(timed.timings) == {"model", "loss", "step"}
 
 
 def test_lbfgs_optimizer():
@@ -204,7 +221,9 @@ def test_fit_returns_an_annotated_copy():
     assert out["mu_pred"].dims == ("x", "y")
     assert out.ds.attrs["mrepinn_version"] == napari_mrepinn.__version__
     settings = json.loads(out.ds.attrs["mrepinn_settings_json"])
-    assert settings["pde"] == "hetero" and settings["iters"] == 30
+    assert settings["iters"] == 30
+    config = napari_mrepinn.recipe.result_config(out)
+    assert config.pde == "hetero" and config.iters == 30 and config.n_hidden == 16
     history = json.loads(out.ds.attrs["mrepinn_history_json"])
     assert history[-1]["iteration"] == 30
     mu = out["mu_pred"].values

@@ -2,11 +2,11 @@
 
 Which paths are claimed
 -----------------------
-- ``*.nc`` and ``*.mat``: always (no other reader claims them); a malformed file is
-  reported by the reader function.
-- a folder, or a ``*.nii[.gz]``/``*.json`` file: only when the folder holds a
-  ``wave*.nii[.gz]`` file. A foreign NIfTI file or folder gets ``None`` so that napari's
-  own reader (or another plugin) can open it.
+Those that a reader of :data:`napari_mrepinn.io.READERS` claims (the one registry of input
+formats): ``*.nc`` and ``*.mat`` always (a malformed file is reported by the reader
+function); a folder, or a ``*.nii[.gz]``/``*.json`` file, only when the folder holds a
+``wave*.nii[.gz]`` file. A foreign NIfTI file or folder gets ``None`` so that napari's
+own reader (or another plugin) can open it.
 
 How errors reach the user
 -------------------------
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ._layers import LayerDataTuple, example_to_layer_data
-from .io import is_mre_folder, load_example
+from .io import find_reader, load_example
 
 __all__ = ["napari_get_reader", "read_mre"]
 
@@ -46,17 +46,6 @@ def _single_path(path: PathOrPaths) -> Path | None:
     paths = list(path)
     # a stack of several MRE files has no meaning: one example per path
     return Path(paths[0]) if len(paths) == 1 else None
-
-
-def _claims(p: Path) -> bool:
-    name = p.name.lower()
-    if p.is_dir():
-        return is_mre_folder(p)
-    if name.endswith((".nc", ".mat")):
-        return True
-    if name.endswith((".nii", ".nii.gz", ".json")):
-        return is_mre_folder(p.parent)
-    return False
 
 
 def napari_get_reader(path: PathOrPaths) -> Callable[..., list[LayerDataTuple]] | None:
@@ -74,7 +63,7 @@ def napari_get_reader(path: PathOrPaths) -> Callable[..., list[LayerDataTuple]] 
     """
     try:
         p = _single_path(path)
-        return read_mre if p is not None and _claims(p) else None
+        return read_mre if p is not None and find_reader(p) is not None else None
     except (OSError, TypeError, ValueError):
         # npe2: get_reader must not raise; an unreadable path is simply not ours
         return None

@@ -34,7 +34,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._taylor import ACTIVATIONS
 from .data import MREExample, MREInputError
+from .derivatives import ENGINES
+from .physics import EQUATIONS
 
 __all__ = [
     "LOSS_TERMS",
@@ -47,12 +50,7 @@ __all__ = [
     "resolve_device",
 ]
 
-#: equations the PINN can invert (name → one-line description); physics.EQUATIONS holds the
-#: classes and must list the same names
-EQUATION_NAMES = ("helmholtz", "hetero", "general")
 OPTIMIZERS = ("adam", "L-BFGS")
-ACTIVATIONS = ("sin", "tanh", "gelu", "relu")
-ENGINES = ("fast", "reference")
 
 
 # ---------------------------------------------------------------------------- loss terms
@@ -165,7 +163,7 @@ class TrainingConfig:
 
     # -- physics and losses
     pde: str = _opt("hetero", "wave equation the modulus must satisfy", label="PDE",
-                    choices=EQUATION_NAMES)
+                    choices=tuple(EQUATIONS))
     loss_weights: LossWeights = _opt(  # noqa: RUF009 (a field with a default_factory)
         LossWeights, "weights of the dimensionless losses: wave, elasticity, PDE, anatomy "
         "(the PDE weight caps its schedule)", label="loss weights")
@@ -204,7 +202,7 @@ class TrainingConfig:
     n_hidden: int = _opt(
         0, "hidden units per layer (0 = auto: 64, or 128 for complex wave fields)",
         label="hidden units (0 = auto)", minimum=0, maximum=4096)
-    activ: str = _opt("sin", "activation of the networks", choices=ACTIVATIONS, widget=False)
+    activ: str = _opt("sin", "activation of the networks", choices=tuple(ACTIVATIONS), widget=False)
     dense: bool = _opt(True, "dense (DenseNet-like) connections", widget=False)
     polar_input: bool = _opt(False, "add polar coordinates to the network input",
                              widget=False)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,12 @@ import xarray as xr
 from .data import SPATIAL_DIMS, MREExample, MREInputError, parse_frequencies
 
 __all__ = [
+    "READERS",
+    "Reader",
+    "find_reader",
     "is_mre_folder",
     "load_example",
+    "register_reader",
     "save_mat",
     "save_nifti_folder",
 ]
@@ -44,7 +49,60 @@ _MAT_COMPONENTS = {"u_ft": ["y", "x", "z"], "cube": ["z", "x", "y"]}
 _FREQ_KEYS = ("frequency", "frequency_hz", "frequencies", "frequencies_hz", "freq", "freq_hz")
 
 
-# ====================================================================== public API
+# ====================================================================== the registry
+@dataclass(frozen=True)
+class Reader:
+    """One input format: how to recognise it and how to read it.
+
+    Attributes
+    ----------
+    name : str
+        Short name (``"netcdf"``).
+    description : str
+        What people call it (error messages, ``--help``).
+    patterns : tuple of str
+        File name patterns it claims (napari's manifest lists the same ones).
+    claims : callable
+        ``claims(path) -> bool``: whether this reader reads ``path`` (cheap: names and
+        folder listings, no file content).
+    load : callable
+        ``load(path, frequency, spacing, components) -> MREExample``; the overrides are
+        applied before validation, so they can supply what the files lack.
+    """
+
+    name: str
+    description: str
+    patterns: tuple[str, ...]
+    claims: Callable[[Path], bool]
+    load: Callable[..., MREExample]
+
+
+#: the input formats, most specific first (the first that claims a path reads it); the
+#: napari reader and the CLI read this list, and napari.yaml's ``filename_patterns`` must
+#: hold every pattern (a test checks)
+READERS: list[Reader] = []
+
+
+def register_reader(reader: Reader, *, first: bool = False) -> Reader:
+    """Add an input format to :data:`READERS` (``first``: before the others)."""
+    if any(r.name == reader.name for r in READERS):
+        raise ValueError(f"a reader called {reader.name!r} is already registered")
+    READERS.insert(0, reader) if first else READERS.append(reader)
+    return reader
+
+
+def find_reader(path: str | os.PathLike) -> Reader | None:
+    """The registered reader that claims ``path``, or None (never raises for a path)."""
+    p = Path(path)
+    for reader in READERS:
+        try:
+            if reader.claims(p):
+                return reader
+        except OSError:  # an unreadable folder is nobody's
+            continue
+    return None
+
+
 def load_example(
     path: str | os.PathLike,
     *,
@@ -52,17 +110,18 @@ def load_example(
     spacing: float | Sequence[float] | None = None,
     components: Sequence[str] | None = None,
 ) -> MREExample:
-    """Read an MRE example from a file or folder, dispatching on what the path is.
+    """Read an MRE example from a file or folder with the reader that claims it.
 
     Parameters
     ----------
     path : str or PathLike
-        A ``.nc`` file, a folder of NIfTI files (or one NIfTI/JSON file inside such a
-        folder), or a ``.mat`` file (MATLAB v5 or v7.3).
+        A file or folder of one of the formats of :data:`READERS` (``.nc``, a folder of
+        NIfTI files or one NIfTI/JSON file inside such a folder, a ``.mat`` file...).
     frequency : float or sequence of float, optional
         Vibration frequency in Hz; overrides (or supplies) what the files say.
     spacing : float or sequence of float, optional
-        Voxel spacing in metres (one value or one per spatial axis); overrides the files.
+        Voxel spacing in **metres** (one value or one per spatial axis); overrides (or
+        supplies) what the files say. The CLI's ``--spacing`` is in mm.
     components : sequence of str, optional
         Labels of the wave's component axis, e.g. ``["z", "y", "x"]``.
 
@@ -79,26 +138,22 @@ def load_example(
     p = Path(path)
     if not p.exists():
         raise MREInputError(f"{p}: no such file or folder.")
-    if p.is_dir():
-        return _load_nifti_folder(p, frequency, spacing, components)
-    name = p.name.lower()
-    if name.endswith(".nc"):
-        return _load_netcdf(p, frequency, spacing, components)
-    if name.endswith(".mat"):
-        return _load_mat(p, frequency, spacing, components)
-    if name.endswith(_NIFTI_SUFFIXES) or name.endswith(".json"):
-        # one file of a NIfTI folder stands for its folder (drag-and-drop of a file)
-        if not is_mre_folder(p.parent):
+    reader = find_reader(p)
+    if reader is None:
+        if p.name.lower().endswith((*_NIFTI_SUFFIXES, ".json")):
             raise MREInputError(
                 f"{p}: a single NIfTI/JSON file is read as part of an MRE folder, but "
                 f"{p.parent} holds no wave*.nii[.gz] files; put the wave parts "
                 "(e.g. wave_real.nii.gz and wave_imag.nii.gz) next to it or open the folder."
             )
-        return _load_nifti_folder(p.parent, frequency, spacing, components)
-    raise MREInputError(
-        f"{p}: unsupported file type; expected a .nc file, a .mat file or a folder of "
-        "NIfTI files (wave*.nii.gz)."
-    )
+        kinds = "; ".join(f"{r.description} ({', '.join(r.patterns)})" for r in READERS)
+        if p.is_dir():
+            raise MREInputError(
+                f"{p}: no wave*.nii[.gz] files or other MRE data in this folder; "
+                f"napari-mrepinn reads: {kinds}."
+            )
+        raise MREInputError(f"{p}: unsupported file type; napari-mrepinn reads: {kinds}.")
+    return reader.load(p, frequency, spacing, components)
 
 
 def is_mre_folder(folder: str | os.PathLike) -> bool:
@@ -863,3 +918,26 @@ def _save_mat73(path: Path, variables: Mapping[str, np.ndarray], info: Mapping[s
     with open(tmp, "r+b") as fh:
         fh.write(header.ljust(512, b"\x00"))
     os.replace(tmp, path)
+
+
+# ====================================================================== registrations
+def _claims_nifti(p: Path) -> bool:
+    if p.is_dir():
+        return is_mre_folder(p)
+    # one file of a NIfTI folder stands for its folder (drag-and-drop of a file)
+    return p.name.lower().endswith((*_NIFTI_SUFFIXES, ".json")) and is_mre_folder(p.parent)
+
+
+def _load_nifti(p: Path, *overrides: Any) -> MREExample:
+    return _load_nifti_folder(p if p.is_dir() else p.parent, *overrides)
+
+
+register_reader(Reader(
+    "netcdf", "an MRE example written by napari-mrepinn", ("*.nc",),
+    lambda p: p.is_file() and p.name.lower().endswith(".nc"), _load_netcdf))
+register_reader(Reader(
+    "nifti", "a folder of NIfTI files with wave*.nii[.gz] and a JSON sidecar",
+    ("*.nii", "*.nii.gz", "*.json"), _claims_nifti, _load_nifti))
+register_reader(Reader(
+    "mat", "a BIOQIC-style MATLAB file (v5 or v7.3)", ("*.mat",),
+    lambda p: p.is_file() and p.name.lower().endswith(".mat"), _load_mat))

@@ -35,7 +35,7 @@ from torch import nn
 
 from ._taylor import ACTIVATIONS, activation_name, taylor
 from .data import MREExample, MREInputError
-from .physics import func_derivatives
+from .derivatives import func_derivatives
 
 __all__ = ["MREPINN", "PINN", "estimate_modulus_prior"]
 

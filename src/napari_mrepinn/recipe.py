@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .callbacks import Callback, LRDecay, ProgressBar, Resampler
 from .config import TrainingConfig, default_threads
 from .data import MREExample, MREInputError
 from .networks import MREPINN, resolve_modulus_prior
 from .physics import WaveEquation
-from .training import Callback, LRDecay, MREPINNModel, Resampler, _ProgressBar
+from .training import MREPINNModel
 
 __all__ = [
     "AUTO_WIDTH_COMPLEXITY",
@@ -204,7 +205,7 @@ def fit(
             cbs.append(LRDecay(config.iters - start, final_factor=config.lr_decay,
                                start=start))
         if progress:
-            cbs.append(_ProgressBar(config.iters))
+            cbs.append(ProgressBar(config.iters))
         cbs.extend(callbacks)
         t0 = time.perf_counter()
         model.train(config.iters, callbacks=cbs)

@@ -45,6 +45,7 @@ import xarray as xr
 from torch.nn.utils import get_total_norm
 
 from . import checkpoints
+from .callbacks import Callback, LRDecay, ProgressBar, Resampler
 from .config import LOSS_TERMS, TV_TERM, TrainingConfig, resolve_device
 from .data import MREExample, MREInputError
 from .networks import MREPINN
@@ -54,6 +55,7 @@ __all__ = [
     "Callback",
     "LRDecay",
     "MREPINNModel",
+    "ProgressBar",
     "Resampler",
     "StepResult",
     "msae_loss",
@@ -71,96 +73,6 @@ def msae_loss(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
     if d.is_complex():
         return (d.real**2 + d.imag**2).mean()
     return (d**2).mean()
-
-
-# ---------------------------------------------------------------------------- callbacks
-class Callback:
-    """Hooks called by :meth:`MREPINNModel.train` (all run in the training thread).
-
-    A GUI pauses training by blocking inside :meth:`on_iteration_end` and stops it by setting
-    ``model.stop_training = True`` (from any thread).
-    """
-
-    def on_train_begin(self, model: MREPINNModel) -> None:
-        """Before the first iteration of a ``train`` call."""
-
-    def on_iteration_end(self, model: MREPINNModel) -> None:
-        """After each iteration (``model.iteration`` already incremented)."""
-
-    def on_display(self, model: MREPINNModel, record: dict[str, float]) -> None:
-        """When a history record is made (every ``display_every`` iterations)."""
-
-    def on_test(self, model: MREPINNModel, results: xr.Dataset) -> None:
-        """After a full-grid test (every ``test_every`` iterations)."""
-
-    def on_train_end(self, model: MREPINNModel) -> None:
-        """After the last iteration (also when stopped)."""
-
-
-class Resampler(Callback):
-    """Redraw the collocation points from the training part of the mask every ``period``
-    iterations (``period=1``: a fresh batch each iteration, as in the published code)."""
-
-    def __init__(self, period: int = 1000) -> None:
-        if int(period) < 1:
-            raise ValueError("Resampler period must be >= 1 iteration")
-        self.period = int(period)
-
-    def on_iteration_end(self, model: MREPINNModel) -> None:
-        if model.iteration % self.period == 0:
-            model.resample()
-
-
-class LRDecay(Callback):
-    """Cosine decay of the learning rate from its value at the start of ``train`` down to
-    ``final_factor`` times it over ``n_iters`` iterations, starting at iteration ``start``.
-
-    Late small steps average out the noise of the random collocation batches. Steps rejected
-    for non-finite losses still lower the rate (the decay multiplies the lowered rate).
-    """
-
-    def __init__(self, n_iters: int, final_factor: float = 0.1, start: int = 0) -> None:
-        self.n_iters = max(1, int(n_iters))
-        self.final_factor = float(final_factor)
-        self.start = int(start)
-        self.base: float | None = None
-
-    def on_train_begin(self, model: MREPINNModel) -> None:
-        self.base = model.lr
-        self._scale = model.lr_scale
-
-    def on_iteration_end(self, model: MREPINNModel) -> None:
-        if self.base is None:
-            return
-        t = min(1.0, max(0.0, (model.iteration - self.start) / self.n_iters))
-        f = self.final_factor + (1 - self.final_factor) * 0.5 * (1 + np.cos(np.pi * t))
-        model._set_lr(self.base * f * model.lr_scale / self._scale)
-
-
-class _ProgressBar(Callback):
-    """A tqdm progress bar with the latest total loss."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.bar = None
-
-    def on_train_begin(self, model: MREPINNModel) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.total, desc="MRE-PINN", unit="it", leave=False)
-
-    def on_iteration_end(self, model: MREPINNModel) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def on_display(self, model: MREPINNModel, record: dict[str, float]) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{record['loss']:.3g}", pde=f"{record['loss_pde']:.3g}")
-
-    def on_train_end(self, model: MREPINNModel) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 # ---------------------------------------------------------------------------- the model

@@ -55,7 +55,8 @@ def test_fit_writes_result_and_figure(tmp_path):
     for name in ("wave_pred", "mu_pred", "pde_residual", "mu_ahi"):
         assert name in result
     assert result.ds.attrs["mrepinn_version"] == napari_mrepinn.__version__
-    assert "pde" in result.ds.attrs["mrepinn_settings_json"]
+    config = napari_mrepinn.recipe.result_config(result)
+    assert config.iters == 30 and config.n_points == 128
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
@@ -100,7 +101,63 @@ def test_evaluate_without_truth_says_so(tmp_path, capsys):
     assert "no ground truth" in capsys.readouterr().err
 
 
-def test_bad_arguments_exit_2(tmp_path):
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", "-o", str(tmp_path / "x.nc"), "--loss-weights", "1,a,1"])
-    assert exc.value.code == 2
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--loss-weights", "1,a,1"], "loss weight must be a number"),
+        (["--loss-weights", "1,0"], "give 3 or 4 loss weights"),
+        (["--loss-weights", "0,0,0,0"], "all loss weights are 0"),
+        (["--loss-weights", "nan,0,1,0"], "finite"),
+        (["--lr", "-1"], "learning rate"),
+        (["--lr", "nan"], "learning rate"),
+        (["--n-points", "0"], "at least 1"),
+        (["--iters", "2.5"], "whole number"),
+        (["--pde", "foo"], "PDE (pde) must be one of"),
+        (["--device", "mps"], "unknown device"),
+        (["--device", "cuda:3"], "cuda"),
+        (["--config", "missing.json"], "cannot read the configuration"),
+    ],
+)
+def test_bad_training_options_are_one_line_before_any_work(tmp_path, capsys, flags, message):
+    out = tmp_path / "x.nc"
+    assert main(["fit", "-o", str(out), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_config_file_flags_and_the_three_weight_form(tmp_path, capsys):
+    assert main(["fit", "--print-config", "--iters", "700", "--loss-weights", "1,0,1"]) == 0
+    text = capsys.readouterr().out
+    config = napari_mrepinn.TrainingConfig.from_json(text)
+    assert config.iters == 700 and config.loss_weights.as_list() == [1, 0, 1, 0]
+    path = tmp_path / "run.json"
+    path.write_text(text)
+    assert main(["fit", "--print-config", "--config", str(path), "--lr", "5e-4"]) == 0
+    again = napari_mrepinn.TrainingConfig.from_json(capsys.readouterr().out)
+    assert again == config.replace(lr=5e-4)
+
+
+def test_frequency_and_spacing_flags_apply_at_load_time(tmp_path, capsys):
+    """A file without frequency and spacing is read with --frequency and --spacing (mm)."""
+    from napari_mrepinn import io, simulate
+
+    folder = tmp_path / "bare"
+    io.save_nifti_folder(simulate.four_target(frequency=60).downsample(2), folder)
+    for sidecar in folder.glob("*.json"):
+        sidecar.unlink()
+    out = tmp_path / "ahi.nc"
+    assert main(["baseline", "ahi", str(folder), "-o", str(out)]) == 2
+    assert "--frequency" in capsys.readouterr().err
+    assert main(["baseline", "ahi", str(folder), "-o", str(out), "--frequency", "60",
+                 "--spacing", "2"]) == 0
+    result = MREExample.load(out)
+    assert result.frequency == 60 and result.spacing["x"] == pytest.approx(2e-3)
+
+
+def test_frequency_flag_selects_from_a_multifrequency_file(tmp_path):
+    phantom = tmp_path / "box.nc"
+    main(["simulate", "four-target", "-o", str(phantom), "--frequency", "60", "80"])
+    out = tmp_path / "ahi80.nc"
+    assert main(["baseline", "ahi", str(phantom), "-o", str(out), "--frequency", "80"]) == 0
+    assert MREExample.load(out).frequency == 80

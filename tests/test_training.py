@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import napari_mrepinn
+from napari_mrepinn import fit
 from napari_mrepinn.data import MREExample, MREInputError
 from napari_mrepinn.networks import MREPINN
 from napari_mrepinn.physics import WaveEquation
-from napari_mrepinn import fit
 from napari_mrepinn.training import (
     Callback,
     MREPINNModel,

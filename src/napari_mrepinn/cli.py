@@ -8,6 +8,8 @@ work with exit status 130 and leaves existing files untouched.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,13 +23,31 @@ EXIT_INTERRUPTED = 130
 
 
 # ---------------------------------------------------------------------- helpers
-def _load(path: str, frequency: float | None = None) -> MREExample:
+#: files written by the running command (what a Ctrl-C message reports)
+_WRITTEN: list[Path] = []
+
+
+def _load(args: argparse.Namespace, path: str | None = None) -> MREExample:
+    """Read ``path`` (default ``args.input``) with the reading flags applied at load time."""
     from .io import load_example
 
-    example = load_example(path)
-    if frequency is not None:
-        example = example.select_frequency(frequency)
-    return example
+    spacing = getattr(args, "spacing", None)
+    return load_example(
+        path or args.input,
+        frequency=getattr(args, "frequency", None),
+        spacing=None if spacing is None else [v * 1e-3 for v in spacing],  # mm -> m
+        components=getattr(args, "components", None),
+    )
+
+
+def _add_reading_flags(p: argparse.ArgumentParser, frequency_help: str) -> None:
+    """The metadata flags of every command that reads a file (applied at load time)."""
+    p.add_argument("--frequency", type=_finite_float, help=frequency_help)
+    p.add_argument("--spacing", type=_finite_float, nargs="+", metavar="MM",
+                   help="voxel spacing in mm (one value, or one per axis x y [z]); "
+                   "overrides or supplies what the file says")
+    p.add_argument("--components", nargs="+", metavar="AXIS",
+                   help="labels of the wave's components, e.g. x y z")
 
 
 def _check_output(output: str, *inputs: str | None) -> Path:
@@ -41,36 +61,85 @@ def _check_output(output: str, *inputs: str | None) -> Path:
         raise MREInputError(f"{output}: is a folder; give a file name ending in .nc.")
     if out.suffix != ".nc":
         raise MREInputError(f"{output}: results are NetCDF files; use a name ending in .nc.")
-    if not out.parent.exists():
-        raise MREInputError(f"{output}: the folder {out.parent} does not exist.")
+    folder = out.parent
+    if not folder.exists():
+        raise MREInputError(f"{output}: the folder {folder} does not exist.")
+    # found now, not after an hour of training
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MREInputError(f"{output}: the folder {folder} is not writable; choose another -o.")
     return out
 
 
-def _parse_weights(text: str) -> list[float]:
+def _save(example: MREExample, out: Path) -> None:
+    example.save(out)
+    _WRITTEN.append(out)
+    print(f"wrote {out}")
+
+
+def _finite_float(text: str) -> float:
     try:
-        weights = [float(v) for v in text.replace(",", " ").split()]
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"loss weights must be numbers like '1,0,1,0', got {text!r}"
-        ) from None
-    if len(weights) not in (3, 4) or any(w < 0 for w in weights):
-        raise argparse.ArgumentTypeError(
-            "give 3 or 4 non-negative loss weights: wave, elasticity, PDE[, anatomy]"
-        )
-    return weights
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~napari_mrepinn.config.TrainingConfig` field (the option table);
+    a flag left out keeps the config's value."""
+    from .config import options
+
+    g = p.add_argument_group(
+        "training options (defaults: the recipe; see napari_mrepinn.TrainingConfig)")
+    g.add_argument("--config", metavar="FILE",
+                   help="a JSON file of training options (as --print-config writes); "
+                   "flags override it")
+    for opt in options():
+        if not opt.cli:
+            continue
+        unit = f" [{opt.unit}]" if opt.unit else ""
+        help_ = f"{opt.help}{unit} (default: {_default_text(opt.default)})"
+        kw: dict = {"dest": opt.name, "default": None, "help": help_}
+        # values stay text here: the config checks them, one message for every bad value
+        if opt.type is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif opt.choices:
+            kw["metavar"] = "{" + ",".join(map(str, opt.choices)) + "}"
+        elif opt.name == "loss_weights":
+            kw["metavar"] = "W,E,P[,A]"
+        else:
+            kw["metavar"] = opt.type.__name__.upper()
+        g.add_argument(opt.flag, **kw)
+
+
+def _default_text(value: object) -> str:
+    from .config import LossWeights
+
+    if isinstance(value, LossWeights):
+        return ",".join(f"{w:g}" for w in value.as_list())
+    return "auto" if value is None else str(value)
+
+
+def _config(args: argparse.Namespace):
+    """The :class:`TrainingConfig` of a command: ``--config`` file, then the flags."""
+    from .config import TrainingConfig, options
+
+    base = TrainingConfig.load(args.config) if args.config else TrainingConfig()
+    given = {o.name: getattr(args, o.name) for o in options()
+             if o.cli and getattr(args, o.name, None) is not None}
+    return base.replace(**given).check()
 
 
 # ---------------------------------------------------------------------- subcommands
@@ -90,9 +159,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if "frequency" in kwargs and not isinstance(kwargs["frequency"], float):
             raise MREInputError("the cylinder phantom takes a single --frequency.")
         example = simulate.cylinder(**kwargs)
-    example.save(out)
     print(example.describe_text())
-    print(f"wrote {out}")
+    _save(example, out)
     return 0
 
 
@@ -100,31 +168,31 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from . import baselines
 
     out = _check_output(args.output, args.input)
-    example = _load(args.input)
+    example = _load(args)
     if args.method == "ahi":
-        if len(example.frequencies) > 1 and args.frequency is None:
+        if len(example.frequencies) > 1:
             raise MREInputError(
                 f"{args.input}: has {len(example.frequencies)} frequencies; choose one with "
                 "--frequency for AHI (or use mdev, which uses them all)."
             )
-        if args.frequency is not None:
-            example = example.select_frequency(args.frequency)
         result = baselines.ahi(example, smoothing=args.smoothing)
     else:
         result = baselines.mdev(example, smoothing=args.smoothing)
     example = example.copy()
     example[result.name] = result
-    example.save(out)
-    print(f"wrote {out} with {result.name} (complex shear modulus, Pa)")
+    _save(example, out)
+    print(f"{result.name}: complex shear modulus, Pa")
     return 0
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .figures import save_result_figure
-    from .training import fit
-
+    config = _config(args)
+    if args.print_config:
+        print(config.to_json())
+        return 0
+    if args.output is None:
+        raise MREInputError("give the result file with -o RESULT.nc (or --print-config).")
     out = _check_output(args.output, args.input)
-    _set_threads(args.threads)
     if args.input is None:
         from . import simulate
 
@@ -136,26 +204,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 example.ds.isel(z=[example.ds.sizes["z"] // 2]), source="four-target phantom"
             )
     else:
-        example = _load(args.input, args.frequency)
+        example = _load(args)
     if args.noise_ratio:
-        example = example.add_gaussian_noise(args.noise_ratio, seed=args.seed)
-    options: dict = {}
-    if args.loss_weights is not None:
-        options["loss_weights"] = args.loss_weights
-    if args.lr is not None:
-        options["lr"] = args.lr
-    result = fit(
-        example,
-        iters=args.iters,
-        device=args.device,
-        pde=args.pde,
-        n_points=args.n_points,
-        seed=args.seed,
-        progress=True,
-        **options,
-    )
-    result.save(out)
-    print(f"wrote {out}")
+        example = example.add_gaussian_noise(args.noise_ratio, seed=config.seed)
+    config.check(example)  # before any work: one message for a bad combination
+    from .recipe import fit
+
+    result = fit(example, config, progress=True)
+    _save(result, out)
     if "mre" in result:
         from .metrics import evaluate, format_table
 
@@ -166,7 +222,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         }
         print(format_table(rows))
     if not args.no_figure:
+        from .figures import save_result_figure
+
         png = save_result_figure(result, out.with_suffix(".png"))
+        _WRITTEN.append(Path(png))
         print(f"wrote {png}")
     return 0
 
@@ -174,7 +233,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import evaluate, format_table
 
-    example = _load(args.input)
+    example = _load(args)
     if "mre" not in example:
         raise MREInputError(
             f"{args.input}: no ground truth 'mre' to compare with; evaluate needs a file "
@@ -211,6 +270,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return benchmark.main(args)
 
 
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -226,9 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("phantom", choices=["four-target", "liver", "cylinder"])
     p.add_argument("-o", "--output", required=True, help="output .nc file")
     p.add_argument(
-        "--frequency", type=float, nargs="+", help="vibration frequency(ies) in Hz"
+        "--frequency", type=_finite_float, nargs="+", help="vibration frequency(ies) in Hz"
     )
-    p.add_argument("--noise-ratio", type=float, default=0.0,
+    p.add_argument("--noise-ratio", type=_finite_float, default=0.0,
                    help="noise power / signal power (1e-3 = 30 dB SNR)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_simulate)
@@ -237,34 +302,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method", choices=["ahi", "mdev"])
     p.add_argument("input", help="input .nc (or NIfTI folder / .mat) file")
     p.add_argument("-o", "--output", required=True, help="output .nc file")
-    p.add_argument("--frequency", type=float, help="frequency in Hz (AHI, multi-frequency input)")
+    _add_reading_flags(p, "frequency in Hz: selects one of a multi-frequency file (AHI), "
+                       "or supplies a missing one")
     p.add_argument("--smoothing", choices=["none", "gaussian", "savgol"], default="gaussian")
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("fit", help="train MRE-PINN (default: the built-in phantom)")
     p.add_argument("input", nargs="?", help="input .nc file (default: four-target phantom)")
-    p.add_argument("-o", "--output", required=True, help="output .nc file (+ .png figure)")
-    p.add_argument("--iters", type=_positive_int, help="training iterations (default: recipe)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--pde", choices=["helmholtz", "hetero", "general"], default="hetero")
-    p.add_argument("--n-points", type=_positive_int, default=1024,
-                   help="collocation points per iteration")
-    p.add_argument("--loss-weights", type=_parse_weights,
-                   help="wave,elasticity,PDE[,anatomy] weights (dimensionless losses)")
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--frequency", type=float, help="frequency in Hz to fit")
-    p.add_argument("--noise-ratio", type=float, default=0.0, help="add noise before fitting")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", help="output .nc file (+ .png figure)")
+    _add_reading_flags(p, "frequency in Hz to fit: selects one of a multi-frequency file, "
+                       "or supplies a missing one")
+    p.add_argument("--noise-ratio", type=_finite_float, default=0.0,
+                   help="add noise before fitting")
     p.add_argument("--full-3d", action="store_true",
                    help="built-in phantom: fit the whole 3D box, not the middle slice")
     p.add_argument("--no-figure", action="store_true", help="do not write the PNG figure")
-    p.add_argument("--threads", type=_positive_int, default=1,
-                   help="CPU threads for torch (default 1: on a 2-core machine one thread is "
-                   "faster for this network and leaves a core for everything else)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the training options as JSON (for --config) and exit")
+    _add_config_flags(p)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("evaluate", help="metrics of results against the ground truth 'mre'")
     p.add_argument("input", help="result .nc file")
+    _add_reading_flags(p, "frequency in Hz (selects one of a multi-frequency file)")
     p.add_argument("--variables", nargs="+", help="result variables (default: all found)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -295,13 +355,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "smoothing", None) == "none":
         args.smoothing = None
+    _WRITTEN.clear()
     try:
         return int(args.func(args) or 0)
     except MREInputError as exc:
         print(f"mrepinn: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("mrepinn: stopped by the user; no output was written.", file=sys.stderr)
+        done = (f"wrote {', '.join(map(str, _WRITTEN))} before stopping" if _WRITTEN
+                else "no output was written")
+        print(f"mrepinn: stopped by the user; {done}.", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

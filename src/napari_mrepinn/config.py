@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "L-BFGS")
+DERIVATIVE_AXES = ("in-plane", "3d", "auto")
+#: 'auto' derivative axes differentiate along z from this many slices on
+MIN_SLICES_3D = 5
 
 
 # ---------------------------------------------------------------------------- loss terms
@@ -218,7 +221,10 @@ class TrainingConfig:
     # -- derivatives and prior
     engine: str = _opt("fast", "derivative engine ('reference' is the published method)",
                        choices=ENGINES, widget=False)
-    no_z: bool = _opt(True, "differentiate in-plane (x, y) only", widget=False)
+    derivative_axes: str = _opt(
+        "in-plane", "axes the PDE differentiates: 'in-plane' (x, y: slice-wise, as "
+        "published), '3d' (x, y, z) or 'auto' (3d when the volume has at least "
+        "MIN_SLICES_3D slices)", choices=DERIVATIVE_AXES, widget=False)
     ahi: bool = _opt(True, "run AHI for the modulus prior and as a baseline", widget=False)
     ahi_sigma: float = _opt(1.0, "Gaussian pre-smoothing of the AHI prior", unit="voxels",
                             minimum=0.0, widget=False)
@@ -244,6 +250,16 @@ class TrainingConfig:
     def replace(self, **overrides: Any) -> TrainingConfig:
         """A copy with ``overrides`` applied (values are coerced as in the constructor)."""
         return self.from_dict({**self.to_dict(), **overrides})
+
+    def in_plane(self, example: MREExample) -> bool:
+        """Whether the PDE differentiates in-plane only on ``example`` (``derivative_axes``
+        resolved: a single slice is always in-plane)."""
+        n_z = dict(zip(example.spatial_dims, example.spatial_shape, strict=True)).get("z", 1)
+        if self.derivative_axes == "3d":
+            return n_z < 2
+        if self.derivative_axes == "auto":
+            return n_z < MIN_SLICES_3D
+        return True
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -311,8 +327,10 @@ class TrainingConfig:
             key = {"net_activ_fn": "activ", "resample_period": "resample_every"}.get(key, key)
             if key.startswith("net_"):
                 key = key[4:]
-            elif key.startswith("pde_") and key[4:] in ("engine", "no_z"):
-                key = key[4:]
+            elif key == "pde_engine":
+                key = "engine"
+            elif key in ("pde_no_z", "no_z"):
+                key, value = "derivative_axes", "in-plane" if value else "3d"
             if key in names and value is not None:
                 values[key] = value
         for key in ("omega", "mu_omega"):

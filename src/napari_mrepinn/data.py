@@ -30,6 +30,11 @@ class MREInputError(ValueError):
     """Bad MRE input: the message says what is wrong and how to fix it."""
 
 
+class MREMissingFrequency(MREInputError):
+    """The files do not state the vibration frequency (the user must: ``frequency=``,
+    ``--frequency``); :func:`napari_mrepinn.io.load_example` then applies the one given."""
+
+
 def parse_frequencies(frequency: float | Sequence[float]) -> tuple[np.ndarray, bool]:
     """Frequencies in Hz as a 1-D array, and whether a sequence (not a number) was given.
 
@@ -501,7 +506,7 @@ class MREExample:
         elif "frequency" in ds.attrs:
             f = np.atleast_1d(np.asarray(ds.attrs["frequency"], dtype=float))
         else:
-            raise MREInputError(
+            raise MREMissingFrequency(
                 f"{w}the vibration frequency is missing; set ds.attrs['frequency'] in Hz "
                 "(or pass frequency= / --frequency)."
             )

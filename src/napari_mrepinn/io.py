@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .data import SPATIAL_DIMS, MREExample, MREInputError, parse_frequencies
+from .data import SPATIAL_DIMS, MREExample, MREInputError, MREMissingFrequency, parse_frequencies
 
 __all__ = [
     "READERS",
@@ -118,7 +118,10 @@ def load_example(
         A file or folder of one of the formats of :data:`READERS` (``.nc``, a folder of
         NIfTI files or one NIfTI/JSON file inside such a folder, a ``.mat`` file...).
     frequency : float or sequence of float, optional
-        Vibration frequency in Hz; overrides (or supplies) what the files say.
+        Vibration frequency in Hz. One value: supplies the frequency when the files do not
+        state it, *selects* it from a multi-frequency file, and overrides the frequency of a
+        single-frequency one. Several values: the frequencies of the file's frequency axis,
+        in order.
     spacing : float or sequence of float, optional
         Voxel spacing in **metres** (one value or one per spatial axis); overrides (or
         supplies) what the files say. The CLI's ``--spacing`` is in mm.
@@ -153,7 +156,20 @@ def load_example(
                 f"napari-mrepinn reads: {kinds}."
             )
         raise MREInputError(f"{p}: unsupported file type; napari-mrepinn reads: {kinds}.")
-    return reader.load(p, frequency, spacing, components)
+    if frequency is None or np.size(frequency) != 1:
+        return reader.load(p, frequency, spacing, components)
+    f = float(np.ravel(frequency)[0])
+    if not (np.isfinite(f) and f > 0):
+        raise MREInputError(f"{p}: the frequency must be a positive number of Hz, got {f!r}.")
+    try:
+        example = reader.load(p, None, spacing, components)
+    except MREMissingFrequency:
+        return reader.load(p, f, spacing, components)
+    if len(example.frequencies) > 1:
+        return example.select_frequency(f)
+    if abs(example.frequency - f) <= 1e-9 * f:
+        return example
+    return reader.load(p, f, spacing, components)
 
 
 def is_mre_folder(folder: str | os.PathLike) -> bool:
@@ -526,9 +542,9 @@ def _load_nifti_folder(
         freqs = _frequency_from_meta(meta, folder)
     if freqs is None:
         hint = f" (unreadable: {'; '.join(bad_json)})" if bad_json else ""
-        raise MREInputError(
+        raise MREMissingFrequency(
             f"{folder}: the vibration frequency is missing; add a sidecar mre.json with "
-            f'{{"frequency": <Hz>}}{hint} or pass frequency=.'
+            f'{{"frequency": <Hz>}}{hint} or pass frequency= in Hz (CLI: --frequency).'
         )
 
     # ---- axes: NIfTI is (i, j, k[, component][, frequency]) = (x, y, z, ...)
@@ -708,7 +724,7 @@ def _load_mat(
                     ) from None
                 break
     if not freqs:
-        raise MREInputError(
+        raise MREMissingFrequency(
             f"{path}: the vibration frequency is missing (no info.frequencies_Hz); pass "
             "frequency= in Hz (CLI: --frequency)."
         )

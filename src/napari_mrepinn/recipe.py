@@ -114,7 +114,7 @@ def build_model(
     )
     eq = WaveEquation.from_name(
         config.pde, omega=out.frequency, rho=out.density, detach=True, engine=config.engine,
-        no_z=config.no_z,
+        no_z=config.in_plane(out),
     )
     model = MREPINNModel(out, net, eq, config)
     model.compile()

@@ -728,6 +728,7 @@ class MREPINNModel:
             "frequency_hz": self.pde.omega,
             "density": self.pde.rho,
             "pde_warmup_iters_run": self.pde_warmup_iters,
+            "derivative_axes_run": "in-plane" if self.pde.no_z else "3d",
             "mu_prior_pa": [float(np.real(self.prior)), float(np.imag(self.prior))],
             "network": dict(self.net.config),
             "device": str(self.device),

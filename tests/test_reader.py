@@ -218,3 +218,17 @@ def test_foreign_paths_not_opened(make_napari_viewer, tmp_path):
     with pytest.raises(ValueError, match=r"refused the file"):
         viewer.open(plain, plugin=PLUGIN)
     assert len(viewer.layers) == 0
+
+
+def test_the_manifest_lists_every_registered_reader_pattern():
+    """Adding a format is one registry entry and the manifest (and this test says so)."""
+    from pathlib import Path
+
+    import yaml
+
+    from napari_mrepinn.io import READERS
+
+    manifest = yaml.safe_load((Path(__file__).parents[1] / "napari.yaml").read_text())
+    patterns = set(manifest["contributions"]["readers"][0]["filename_patterns"])
+    for reader in READERS:
+        assert set(reader.patterns) <= patterns, reader.name

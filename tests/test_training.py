@@ -283,3 +283,17 @@ def test_cylinder_accuracy(noise_ratio, seed, r_min, cte_min):
     print(f"cylinder: R={r:.3f} CTE={cte:.1%} in {seconds:.0f} s")
     assert r >= r_min
     assert cte >= cte_min
+
+
+def test_convergence_stops_once_the_map_settles():
+    from napari_mrepinn.callbacks import Convergence
+
+    m = _model(pde_warmup_iters=0, pde_init_weight=1.0)
+    stop = Convergence(tol=0.5, every=5, patience=2, min_iters=0)  # a loose tolerance
+    m.train(500, test_every=0, callbacks=[stop])
+    assert m.converged_at is not None and m.iteration == m.converged_at < 500
+    assert all(c < 0.5 for _, c in stop.changes[-2:])
+    never = Convergence(tol=0.0)
+    m2 = _model()
+    m2.train(30, test_every=0, callbacks=[never])
+    assert m2.iteration == 30 and m2.converged_at is None

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .training import MREPINNModel
 
-__all__ = ["Callback", "LRDecay", "ProgressBar", "Resampler"]
+__all__ = ["Callback", "Convergence", "LRDecay", "ProgressBar", "Resampler"]
 
 
 class Callback:
@@ -103,3 +103,47 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class Convergence(Callback):
+    """Stop training once the modulus map has stopped changing.
+
+    Every ``every`` iterations after the PDE warm-up (and after at least ``min_iters``
+    iterations of PDE training), the modulus is evaluated on a fixed set of probe points
+    (the held-out points, or the first ``n_probe`` masked points); the run stops when the
+    median relative change of ``|G*|`` since the previous check stays below ``tol`` for
+    ``patience`` checks in a row. ``model.converged_at`` then holds the iteration.
+
+    A stop criterion on the modulus rather than on the losses: the PDE loss keeps falling
+    slowly while the wave network's derivatives sharpen, long after the map (what the user
+    reports) has settled.
+    """
+
+    def __init__(self, tol: float, every: int = 100, patience: int = 3,
+                 min_iters: int = 500, n_probe: int = 4096) -> None:
+        self.tol = float(tol)
+        self.every = max(1, int(every))
+        self.patience = max(1, int(patience))
+        self.min_iters = int(min_iters)
+        self.n_probe = int(n_probe)
+        self._last: np.ndarray | None = None
+        self._calm = 0
+        self.changes: list[tuple[int, float]] = []  # (iteration, median relative change)
+
+    def on_train_begin(self, model: MREPINNModel) -> None:
+        self._last, self._calm = None, 0
+        model.converged_at = None
+
+    def on_iteration_end(self, model: MREPINNModel) -> None:
+        start = model.pde_warmup_iters + self.min_iters
+        if self.tol <= 0 or model.iteration < start or model.iteration % self.every:
+            return
+        mag = model.probe_modulus(self.n_probe)
+        if self._last is not None:
+            change = float(np.median(np.abs(mag - self._last) / self._last))
+            self.changes.append((model.iteration, change))
+            self._calm = self._calm + 1 if change < self.tol else 0
+            if self._calm >= self.patience:
+                model.converged_at = model.iteration
+                model.stop_training = True
+        self._last = mag

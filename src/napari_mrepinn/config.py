@@ -191,6 +191,14 @@ class TrainingConfig:
         0.1, "cosine decay of the learning rate after the warm-up to this factor at the "
         "last iteration (1 = constant)", label="final lr factor", minimum=0.0, maximum=1.0)
     optimizer: str = _opt("adam", "optimiser", choices=OPTIMIZERS, label="optimizer")
+    stop_tol: float = _opt(
+        0.0, "stop when the median relative change of |G*| between two checks stays below "
+        "this (0 = run all iterations)", label="converged when |G*| changes <", minimum=0.0,
+        maximum=1.0)
+    stop_every: int = _opt(100, "iterations between two convergence checks", unit="it",
+                           minimum=1, widget=False)
+    stop_patience: int = _opt(3, "checks in a row below stop_tol before stopping",
+                              minimum=1, widget=False)
     resample_every: int = _opt(1, "redraw the collocation points every N iterations",
                                unit="it", label="resample every", minimum=1)
     test_fraction: float = _opt(0.1, "share of the masked voxels held out for the test "

@@ -222,6 +222,33 @@ class WaveEquation:
         dmu: torch.Tensor | None,
         axes: list[int | None],
     ) -> torch.Tensor:  # pragma: no cover - abstract
+        """The traction term ``f_trac`` of the equation at N points (the residual is
+        ``traction + body``).
+
+        Parameters
+        ----------
+        u : Tensor, (N, C)
+            Wave values (C components; complex or real).
+        du : Tensor, (N, C, K)
+            First derivatives ``∂U_c/∂x_k`` over the K derivative axes
+            (:meth:`derivative_dims`), in 1/m times the wave's unit.
+        d2u : Tensor or None
+            ``(N, C)`` Laplacians over the K axes when ``wave_order == "laplacian"``;
+            ``(N, C, K, K)`` Hessians when ``"hessian"``.
+        mu : Tensor, (N, 1)
+            Complex modulus G* in Pa.
+        dmu : Tensor or None, (N, 1, K)
+            Its gradient (Pa/m); None when the equation does not need it
+            (``needs_mu_grad`` False).
+        axes : list of int or None, length C
+            For each component, its position among the K derivative axes, or None when its
+            axis is not differentiated (``z`` in-plane, a scalar wave).
+
+        Returns
+        -------
+        Tensor, (N, C)
+            ``f_trac`` in Pa times the wave's unit per m².
+        """
         raise NotImplementedError
 
     @staticmethod

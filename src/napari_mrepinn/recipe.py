@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .callbacks import Callback, LRDecay, ProgressBar, Resampler
+from .callbacks import Callback, Convergence, LRDecay, ProgressBar, Resampler
 from .config import TrainingConfig, default_threads
 from .data import MREExample, MREInputError
 from .networks import MREPINN, resolve_modulus_prior
@@ -204,6 +204,8 @@ def fit(
             start = model.pde_warmup_iters
             cbs.append(LRDecay(config.iters - start, final_factor=config.lr_decay,
                                start=start))
+        if config.stop_tol > 0:
+            cbs.append(Convergence(config.stop_tol, config.stop_every, config.stop_patience))
         if progress:
             cbs.append(ProgressBar(config.iters))
         cbs.extend(callbacks)
@@ -214,7 +216,8 @@ def fit(
     for name in ("wave_pred", "mu_pred", "pde_residual"):
         out.ds[name] = res[name]
     settings = model.settings()
-    settings.update(iters=model.iteration, seconds=round(seconds, 3),
+    settings.update(iters=model.iteration, converged_at=model.converged_at,
+                    seconds=round(seconds, 3),
                     threads=resolved_threads(config.threads))
     out.ds.attrs["mrepinn_config_json"] = config.to_json()
     out.ds.attrs["mrepinn_settings_json"] = json.dumps(settings)

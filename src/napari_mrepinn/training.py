@@ -159,6 +159,7 @@ class MREPINNModel:
         self.loss_fn: Callable = msae_loss
         self.last_results: xr.Dataset | None = None
         self.prior: complex = complex(pinn.mu_prior)
+        self.converged_at: int | None = None  # set by the Convergence callback
         self._good_state: dict[str, Any] | None = None
         self._rejections = 0
         self._generator = torch.Generator(device="cpu")
@@ -527,6 +528,14 @@ class MREPINNModel:
             lr=float(self.lr or 0.0),
         )
         return rec
+
+    @torch.no_grad()
+    def probe_modulus(self, n: int = 4096) -> np.ndarray:
+        """``|G*|`` (Pa) at up to ``n`` fixed probe points: the held-out points, or the
+        first training points when nothing is held out (for convergence checks)."""
+        idx = self.test_idx if len(self.test_idx) else self.train_idx
+        mu = self.net.mu(self.x_all[idx[:n]])
+        return mu.abs().reshape(-1).cpu().numpy().astype(float)
 
     @torch.no_grad()
     def _test_losses(self) -> dict[str, float]:

@@ -37,6 +37,9 @@ _SUBMODULES = {
     "io",
     "figures",
     "benchmark",
+    "kmdev",
+    "readouts",
+    "stats",
 }
 
 __all__ = [
@@ -54,11 +57,14 @@ __all__ = [
     "figures",
     "fit",
     "io",
+    "kmdev",
     "metrics",
     "msae_loss",
     "networks",
     "physics",
+    "readouts",
     "simulate",
+    "stats",
     "training",
 ]
 
@@ -83,10 +89,13 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
         data,
         figures,
         io,
+        kmdev,
         metrics,
         networks,
         physics,
+        readouts,
         simulate,
+        stats,
         training,
     )
     from .data import MREExample, MREInputError

@@ -51,7 +51,7 @@ def test_plane_wave_speed_and_attenuation(theta, g):
 
 
 def test_elastic_wave_has_no_attenuation():
-    u, k = _plane(3000.0, 80.0)
+    u, _ = _plane(3000.0, 80.0)
     ds = kmdev(MREExample.from_numpy(u, 80.0, 1e-3))
     assert np.median(_interior(ds.kmdev_speed)) == pytest.approx(_speed(3000.0), rel=0.02)
     # a wave that does not decay has (nearly) no attenuation: far below a viscous one's

@@ -76,6 +76,12 @@ def test_scale_free_and_dtype():
     np.testing.assert_allclose(a.kmdev_attenuation.values, b.kmdev_attenuation.values,
                                rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(a.kmdev_speed.values))
+    mask = np.zeros(u.shape, int)
+    mask[:10] = 1
+    masked = kmdev(MREExample.from_numpy(u, 100.0, 1e-3, mre_mask=mask), apply_mask=True)
+    assert np.all(masked.kmdev_speed.values[10:] == 0)
+    assert np.all(np.isnan(masked.kmdev_penetration_rate.values[10:]))
+    np.testing.assert_allclose(masked.kmdev_speed.values[:10], a.kmdev_speed.values[:10])
 
 
 def test_frequencies_compound_as_amplitude_weighted_slowness():

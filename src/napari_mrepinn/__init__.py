@@ -45,6 +45,9 @@ _SUBMODULES = {
     "io",
     "figures",
     "benchmark",
+    "kmdev",
+    "readouts",
+    "stats",
 }
 
 __all__ = [
@@ -69,12 +72,15 @@ __all__ = [
     "figures",
     "fit",
     "io",
+    "kmdev",
     "metrics",
     "msae_loss",
     "networks",
     "physics",
+    "readouts",
     "recipe",
     "simulate",
+    "stats",
     "training",
 ]
 
@@ -103,11 +109,14 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
         derivatives,
         figures,
         io,
+        kmdev,
         metrics,
         networks,
         physics,
+        readouts,
         recipe,
         simulate,
+        stats,
         training,
     )
     from .config import LossWeights, TrainingConfig

@@ -80,6 +80,9 @@ LAYER_STYLES: dict[str, dict[str, Any]] = {
                    opacity=0.7, limits="modulus", masked=True, visible=False, unit="kPa"),
     "mu_mdev": dict(type="image", value="kpa", colormap="magma", blending="translucent",
                     opacity=0.7, limits="modulus", masked=True, visible=False, unit="kPa"),
+    "kmdev_speed": dict(type="image", value="real", colormap="viridis",
+                        blending="translucent", opacity=0.7, limits="percentile", masked=True,
+                        visible=False, unit="m/s"),
     "wave_diff": dict(type="image", value="real", colormap="bwr", blending="translucent",
                       opacity=0.8, limits="wave", masked=True, visible=False, unit="a.u."),
     "mu_diff": dict(type="image", value="kpa_diff", colormap="bwr", blending="translucent",
@@ -87,7 +90,10 @@ LAYER_STYLES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 #: Result layers, in the order they are added (the later, the higher in the stack).
-RESULT_NAMES = ("mu_ahi", "mu_mdev", "pde_residual", "wave_pred", "wave_diff", "mu_diff", "mu_pred")
+RESULT_NAMES = (
+    "kmdev_speed", "mu_ahi", "mu_mdev", "pde_residual", "wave_pred", "wave_diff", "mu_diff",
+    "mu_pred",
+)
 _INPUT_NAMES = ("anat", "wave", "mre", "mre_mask")
 _LEADING = ("frequency", "sequence", "component")  # napari order of the non-spatial axes
 _SPATIAL_NAPARI = ("z", "y", "x")

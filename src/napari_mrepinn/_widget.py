@@ -55,7 +55,8 @@ __all__ = ["InversionWidget", "TrainingWidget", "core_defaults", "example_layers
 PDE_CHOICES = ("helmholtz", "hetero", "general")
 OPTIMIZER_CHOICES = ("adam", "L-BFGS")
 _RESULT_LAYER_NAMES = {
-    "wave_pred", "mu_pred", "pde_residual", "mu_ahi", "mu_mdev", "wave_diff", "mu_diff"
+    "wave_pred", "mu_pred", "pde_residual", "mu_ahi", "mu_mdev", "wave_diff", "mu_diff",
+    "kmdev_speed",
 }
 
 # used only where the core does not say (its signatures are read at widget creation)
@@ -1190,7 +1191,8 @@ def _build_model(
 
 # ---------------------------------------------------------------------- inversion widget
 class InversionWidget(Container):
-    """Direct inversion (AHI or MDEV) of an example layer into ``mu_ahi`` / ``mu_mdev``.
+    """Direct inversion (AHI, MDEV or k-MDEV) of an example layer into ``mu_ahi`` /
+    ``mu_mdev`` (complex G*) or the ``kmdev_*`` maps (speed shown as ``kmdev_speed``).
 
     Fast (finite differences on the grid), so it runs in the GUI thread.
 
@@ -1209,7 +1211,9 @@ class InversionWidget(Container):
             label="example layer",
             choices=lambda *_: [(ly.name, ly) for ly in example_layers(self.viewer)],
         )
-        self.method_choice = ComboBox(name="method", choices=("AHI", "MDEV"), value="AHI")
+        self.method_choice = ComboBox(
+            name="method", choices=("AHI", "MDEV", "k-MDEV"), value="AHI"
+        )
         self.extend(
             [
                 self.example_layer,
@@ -1260,7 +1264,8 @@ class InversionWidget(Container):
         Returns
         -------
         xarray.DataArray or None
-            The modulus map (complex Pa), or None if refused or failed (notified).
+            The modulus map (complex Pa; k-MDEV: the speed map, m/s), or None if refused
+            or failed (notified).
         """
         self.example_layer.reset_choices()
         ex = _layer_example(self.example_layer.value)
@@ -1276,19 +1281,30 @@ class InversionWidget(Container):
         try:
             from . import baselines
 
-            func = getattr(baselines, method)
-            mu = func(
-                ex,
-                smoothing=smoothing,
-                sigma=float(self.sigma.value),
-                despeckle=bool(self.despeckle.value),
-            )
+            if method == "k-mdev":
+                from .kmdev import kmdev
+
+                # k-MDEV band-passes in k-space; no Laplacian to despeckle, no savgol
+                maps = kmdev(ex, smoothing="gaussian" if smoothing == "gaussian" else None,
+                             sigma=float(self.sigma.value))
+                mu = maps["kmdev_speed"]
+            else:
+                func = getattr(baselines, method)
+                mu = maps = func(
+                    ex,
+                    smoothing=smoothing,
+                    sigma=float(self.sigma.value),
+                    despeckle=bool(self.despeckle.value),
+                )
         except Exception as exc:  # any failure becomes a notification
             _error(f"{method.upper()} inversion failed: {type(exc).__name__}: {exc}")
             self.status.value = "failed"
             return None
         out = ex.copy()
-        out.ds[mu.name or f"mu_{method}"] = mu
+        if method == "k-mdev":
+            out.ds.update(maps)
+        else:
+            out.ds[mu.name or f"mu_{method}"] = mu
         from . import _layers
 
         _layers.update_result_layers(self.viewer, out)

@@ -36,6 +36,7 @@ import numpy as np
 __all__ = [
     "BenchmarkConfig",
     "benchmark_baselines",
+    "benchmark_kmdev",
     "build_timing_model",
     "format_baseline_benchmark",
     "format_markdown",
@@ -217,6 +218,40 @@ def format_baseline_benchmark(result: dict[str, Any]) -> str:
         f"{result['mdev_cpu_s']:>10.3f}",
     ]
     return "\n".join(lines)
+
+
+def benchmark_kmdev(
+    shape: Sequence[int] = (128, 80, 25),
+    n_components: int = 3,
+    n_frequencies: int = 8,
+    repeats: int = 3,
+    *,
+    seed: int = 0,
+    **kmdev_kwargs: Any,
+) -> dict[str, Any]:
+    """Time k-MDEV (:func:`napari_mrepinn.kmdev.kmdev`) on the synthetic volume.
+
+    Same volume and figures as :func:`benchmark_baselines` (``kmdev_s`` median wall
+    seconds, ``kmdev_min_s``, ``kmdev_cpu_s``, ``kmdev_times_s``), so the two can be put
+    side by side; ``kmdev_kwargs`` go to ``kmdev`` (defaults otherwise).
+    """
+    from .kmdev import kmdev
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    example = synthetic_wave_example(shape, n_components, n_frequencies, seed=seed)
+    wall, cpu = _time(lambda: kmdev(example, **kmdev_kwargs), repeats)
+    return {
+        "kmdev_s": statistics.median(wall),
+        "kmdev_min_s": min(wall),
+        "kmdev_times_s": wall,
+        "kmdev_cpu_s": min(cpu),
+        "shape": tuple(int(n) for n in shape),
+        "n_components": int(n_components),
+        "n_frequencies": int(n_frequencies),
+        "repeats": int(repeats),
+        "n_values": int(example.ds["wave"].size),
+    }
 
 
 # ============================================================================ training paths

@@ -179,12 +179,29 @@ def cmd_baseline(args: argparse.Namespace) -> int:
                 "--frequency for AHI (or use mdev, which uses them all)."
             )
         result = baselines.ahi(example, smoothing=args.smoothing)
+    elif args.method == "kmdev":
+        return _baseline_kmdev(args, example, out)
     else:
         result = baselines.mdev(example, smoothing=args.smoothing)
     example = example.copy()
     example[result.name] = result
     _save(example, out)
     print(f"{result.name}: complex shear modulus, Pa")
+    return 0
+
+
+def _baseline_kmdev(args: argparse.Namespace, example: MREExample, out: Path) -> int:
+    from .kmdev import kmdev
+
+    # k-MDEV band-passes in k-space; Gaussian pre-smoothing is its only smoothing option
+    if args.smoothing == "savgol":
+        raise MREInputError("k-MDEV smooths with 'gaussian' or 'none', not 'savgol'.")
+    maps = kmdev(example, smoothing=args.smoothing)
+    example = example.copy()
+    for name, da in maps.data_vars.items():
+        example[name] = da
+    _save(example, out)
+    print(f"{', '.join(maps.data_vars)}: speed m/s, attenuation 1/m")
     return 0
 
 
@@ -270,6 +287,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .stats import roi_statistics, write_csv
+
+    if Path(args.output).suffix.lower() != ".csv":
+        raise MREInputError(f"{args.output}: the table is CSV; use a name ending in .csv.")
+    example = _load(args)
+    table = roi_statistics(example, args.roi, methods=args.methods)
+    out = write_csv(table, args.output)
+    _WRITTEN.append(Path(out))
+    cols = ["method", "region_name", "readout", "unit", "n_valid", "median", "q25", "q75"]
+    with_freq = table["frequency_hz"].notna().any()
+    print(table[cols + (["frequency_hz"] if with_freq else [])]
+          .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from . import benchmark
 
@@ -305,12 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("baseline", help="direct inversion: AHI or MDEV")
-    p.add_argument("method", choices=["ahi", "mdev"])
+    p = sub.add_parser("baseline", help="direct inversion: AHI, MDEV or k-MDEV")
+    p.add_argument("method", choices=["ahi", "mdev", "kmdev"])
     p.add_argument("input", help="input .nc (or NIfTI folder / .mat) file")
     p.add_argument("-o", "--output", required=True, help="output .nc file")
-    _add_reading_flags(p, "frequency in Hz: selects one of a multi-frequency file (AHI), "
-                       "or supplies a missing one")
+    _add_reading_flags(p, "frequency in Hz: selects one of a multi-frequency file (AHI; "
+                       "k-MDEV then uses only this one), or supplies a missing one")
     p.add_argument("--smoothing", choices=["none", "gaussian", "savgol"], default="gaussian")
     p.set_defaults(func=cmd_baseline)
 
@@ -335,6 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading_flags(p, "frequency in Hz (selects one of a multi-frequency file)")
     p.add_argument("--variables", nargs="+", help="result variables (default: all found)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("stats", help="ROI statistics of the readouts (median, IQR, mean, sd)")
+    p.add_argument("input", help="result .nc file (or NIfTI folder / .mat)")
+    _add_reading_flags(p, "frequency in Hz (selects one of a multi-frequency file)")
+    p.add_argument("--roi", help="label map (.nii, .nii.gz or .nc; default: the file's mask)")
+    p.add_argument("--methods", nargs="+", choices=["pinn", "ahi", "mdev", "kmdev", "truth"],
+                   help="whose readouts (default: every result in the file, and the truth)")
+    p.add_argument("-o", "--output", required=True, help="output .csv file")
+    p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("benchmark", help="time the training paths and the baselines")
     p.add_argument("--quick", action="store_true", help="fewer repeats and iterations")

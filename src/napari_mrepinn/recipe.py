@@ -212,7 +212,7 @@ def fit(
         t0 = time.perf_counter()
         model.train(config.iters, callbacks=cbs)
         seconds = time.perf_counter() - t0
-        res = model.results()
+        res = model.results(progress=progress)
     for name in ("wave_pred", "mu_pred", "pde_residual"):
         out.ds[name] = res[name]
     settings = model.settings()

@@ -553,14 +553,22 @@ class MREPINNModel:
         }
 
     # .......................................................................... evaluation
-    def _grid_eval(self, batch_size: int = 4096) -> dict[str, np.ndarray]:
-        """Predictions on the full grid in batches, as flat numpy arrays."""
+    def _grid_eval(self, batch_size: int = 4096, progress: bool = False
+                   ) -> dict[str, np.ndarray]:
+        """Predictions on the full grid in batches of ``batch_size`` points (memory stays
+        bounded by the batch, whatever the grid), as flat numpy arrays; a progress bar when
+        ``progress`` and the grid has more than one batch."""
         net = self.net
         parts: dict[str, list[np.ndarray]] = {"u": [], "mu": [], "a": [], "pde": []}
         was_training = net.training
         net.eval()
         try:
-            for s in range(0, self.x_all.shape[0], batch_size):
+            starts = range(0, self.x_all.shape[0], batch_size)
+            if progress and len(starts) > 1:
+                from tqdm.auto import tqdm
+
+                starts = tqdm(starts, desc="full-grid evaluation", unit="batch", leave=False)
+            for s in starts:
                 x = self.x_all[s : s + batch_size]
                 with torch.no_grad():
                     # the residual's own passes of the networks give the wave and modulus
@@ -578,7 +586,7 @@ class MREPINNModel:
             net.train(was_training)
         return {k: np.concatenate(v, 0) for k, v in parts.items() if v}
 
-    def test(self, batch_size: int = 4096) -> xr.Dataset:
+    def test(self, batch_size: int = 4096, progress: bool = False) -> xr.Dataset:
         """Evaluate on the full grid.
 
         Returns
@@ -589,7 +597,7 @@ class MREPINNModel:
             ``variable = ["pred", "diff", "true"]`` (``diff = true − pred``; ``true`` is NaN
             when unknown; the PDE's ``true`` is 0).
         """
-        ev = self._grid_eval(batch_size)
+        ev = self._grid_eval(batch_size, progress)
         ex = self.example
         wave = ex["wave"]
         shape = ex.spatial_shape
@@ -631,14 +639,14 @@ class MREPINNModel:
         self.last_results = ds
         return ds
 
-    def results(self) -> xr.Dataset:
+    def results(self, progress: bool = False) -> xr.Dataset:
         """The public result variables on the full grid.
 
         ``wave_pred`` (complex, dims of ``wave``), ``mu_pred`` (complex Pa, spatial dims),
         ``pde_residual`` (dimensionless, dims of ``wave``) and ``mu_ahi`` when the example has
         it.
         """
-        t = self.test()
+        t = self.test(progress=progress)
         out = xr.Dataset(
             {
                 "wave_pred": t["u"].sel(variable="pred", drop=True),

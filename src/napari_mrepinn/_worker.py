@@ -179,11 +179,6 @@ class TrainingWorker(QObject):
     def run(self) -> None:
         """Build the model and train; always ends with ``finished``."""
         prev_switch = sys.getswitchinterval()
-        # A full garbage collection walks every object of the process (napari, torch, the
-        # viewer: 0.3-0.7 s measured, holding the GIL, so the GUI freezes) and the run's
-        # allocations trigger one within seconds. Objects older than the run are frozen
-        # out of the collections while it lasts and handed back when it ends.
-        gc.freeze()
         # The GUI thread gives the GIL up at every Qt call and must win it back from this
         # thread each time; at Python's default 5 ms switch interval a layer update of a few
         # dozen Qt calls then waits ~100s of ms ("convoy effect"). 1 ms while training.
@@ -209,7 +204,6 @@ class TrainingWorker(QObject):
             self.failed.emit(self.error, traceback.format_exc())
         finally:
             sys.setswitchinterval(prev_switch)
-            gc.unfreeze()
             # hand the object back to the GUI thread, whose event loop outlives this one,
             # so that deleteLater() there really deletes it
             app = QCoreApplication.instance()
@@ -377,6 +371,12 @@ class TrainingRunner(QObject):
         thread.finished.connect(self._on_thread_finished)
         self._thread, self._worker = thread, worker
         self._paused = False
+        # A full garbage collection walks every object of the process (napari, torch, the
+        # viewer: 0.3-0.7 s measured on a busy 2-core machine, holding the GIL, so the GUI
+        # freezes) and a run's allocations trigger one within seconds. The objects older
+        # than the run are left out of the collections while it lasts (gc.freeze) and
+        # handed back when it ends (gc.unfreeze; their garbage is collected then).
+        gc.freeze()
         thread.start()
 
     def pause(self) -> None:
@@ -458,6 +458,7 @@ class TrainingRunner(QObject):
         self._thread = None
         self._worker = None
         self._paused = False
+        gc.unfreeze()
         if worker is not None:
             worker.deleteLater()
         thread.deleteLater()

@@ -17,9 +17,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QCoreApplication
+from qtpy.QtWidgets import QFileDialog
 
 from .. import checkpoints
 from ..data import MREInputError
+from ..recipe import build_model
 from ._common import show_error, show_info
 from ._controls import set_controls
 
@@ -106,8 +108,6 @@ class CheckpointActions:
 
     def _restore(self, path: str, warm: bool) -> "MREPINNModel":
         """Set the controls from the checkpoint at ``path``, build its model, restore it."""
-        from ..recipe import build_model
-
         state = checkpoints.load_state(path)
         here = self.config()
         saved = checkpoints.checkpoint_config(state).replace(
@@ -129,8 +129,6 @@ class CheckpointActions:
         return model
 
     def _save_clicked(self, *_: Any) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
         path, _filter = QFileDialog.getSaveFileName(
             self.native, "Save MRE-PINN checkpoint", "mrepinn.pt", "Checkpoint (*.pt)"
         )
@@ -143,8 +141,6 @@ class CheckpointActions:
                 show_info(f"Checkpoint saved to {path}")
 
     def _load_clicked(self, *_: Any) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
         path, _filter = QFileDialog.getOpenFileName(
             self.native, "Load MRE-PINN checkpoint", "", "Checkpoint (*.pt);;All files (*)"
         )

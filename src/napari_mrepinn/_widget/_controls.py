@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 from magicgui.widgets.bases import ValueWidget
 
@@ -40,8 +41,6 @@ _DECIMALS = 6
 def device_choices(*_: Any) -> list[str]:
     """The devices :func:`~napari_mrepinn.config.resolve_device` accepts on this machine:
     ``auto``, ``cpu`` and one ``cuda:N`` per GPU PyTorch sees."""
-    import torch
-
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return ["auto", "cpu", *(f"cuda:{i}" for i in range(n))]
 

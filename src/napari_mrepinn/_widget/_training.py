@@ -18,7 +18,9 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
+import torch
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, SpinBox
+from napari.utils import progress
 from qtpy.QtCore import QCoreApplication
 from qtpy.QtWidgets import QSizePolicy
 
@@ -27,6 +29,8 @@ from .._loss_plot import LossPlot, loss_components, loss_label
 from .._worker import TrainingRunner, TrainingWorker
 from ..config import TrainingConfig
 from ..data import MREExample, MREInputError
+from ..recipe import build_model
+from ..training import LRDecay
 from ._checkpoints import CheckpointActions
 from ._common import CloseWatcher, show_error
 from ._controls import make_controls, read_config, warmup_note
@@ -68,7 +72,8 @@ class TrainingWidget(CheckpointActions, Container):
     --------
     >>> viewer = napari.Viewer(show=False)                      # doctest: +SKIP
     >>> viewer.open_sample("napari-mrepinn", "four_target")     # doctest: +SKIP
-    >>> _, w = viewer.window.add_plugin_dock_widget("napari-mrepinn", "MRE-PINN training")
+    >>> _, w = viewer.window.add_plugin_dock_widget(            # doctest: +SKIP
+    ...     "napari-mrepinn", "MRE-PINN training")
     >>> w.iters.value = 500                                     # doctest: +SKIP
     >>> w.start(); w.wait()                                     # doctest: +SKIP
     >>> mu = viewer.layers["mu_pred"].data                      # doctest: +SKIP
@@ -327,8 +332,6 @@ class TrainingWidget(CheckpointActions, Container):
             show_error(err)
             return False
         assert example is not None and config is not None
-        from ..recipe import build_model
-
         self._model = None
         self._example = example
         self._history = []
@@ -553,8 +556,6 @@ class TrainingWidget(CheckpointActions, Container):
         else:
             self.status.value = f"done: iteration {self._iteration} ({self._its:.1f} it/s)"
         self._update_buttons()
-        import torch
-
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -569,8 +570,6 @@ class TrainingWidget(CheckpointActions, Container):
 
     # activity-dock progress (napari.utils.progress must live in the GUI thread)
     def _open_pbar(self, it0: int, total: int) -> None:
-        from napari.utils import progress
-
         self._close_pbar()
         self._pbar = progress(total=total - it0, desc="MRE-PINN training")
         self._pbar_it0 = it0
@@ -610,8 +609,6 @@ def _run_callbacks(config: TrainingConfig) -> Callable[["MREPINNModel"], list["C
     factory is called in the worker with the built model)."""
 
     def make(model: "MREPINNModel") -> list["Callback"]:
-        from ..training import LRDecay
-
         if config.lr_decay >= 1:
             return []
         start = model.pde_warmup_iters

@@ -23,12 +23,13 @@ def rng() -> np.random.Generator:
 
 
 #: fixtures that open a napari viewer or drive Qt: a test using one is a ``gui`` test
-GUI_FIXTURES = frozenset({"make_napari_viewer", "qtbot", "viewer"})
+GUI_FIXTURES = frozenset({"make_napari_viewer", "qtbot", "qapp", "viewer"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that uses a viewer or qtbot (directly or through another fixture)
-    as ``gui``, so that ``-m "not gui"`` deselects it without a hand-written marker."""
+    """Mark every test that uses a viewer, qtbot or the Qt application (directly or through
+    another fixture) as ``gui``, so that ``-m "not gui"`` deselects it without a
+    hand-written marker."""
     for item in items:
         if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.gui)

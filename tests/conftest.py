@@ -42,3 +42,14 @@ def make_plane_example(n: int = 20, scale: float = 1.0, noise: float = 0.0, freq
 def plane_example():
     """A small closed-form single-frequency example (see :func:`make_plane_example`)."""
     return make_plane_example(16)
+#: fixtures that open a napari viewer or drive Qt: a test using one is a ``gui`` test
+GUI_FIXTURES = frozenset({"make_napari_viewer", "qtbot", "qapp", "viewer"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a viewer, qtbot or the Qt application (directly or through
+    another fixture) as ``gui``, so that ``-m "not gui"`` deselects it without a
+    hand-written marker."""
+    for item in items:
+        if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)

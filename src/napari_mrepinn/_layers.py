@@ -40,9 +40,14 @@ __all__ = [
     "LAYER_STYLES",
     "RESULT_NAMES",
     "display_limits",
+    "empty_results",
     "example_from_layers",
+    "example_layers",
     "example_to_layer_data",
+    "put_layer",
+    "result_geometry",
     "result_layer_data",
+    "result_layer_tuples",
     "update_result_layers",
     "variable_layer_data",
 ]
@@ -435,6 +440,25 @@ def update_result_layers(
     list of napari.layers.Layer
         The added or updated layers.
     """
+    wanted = set(names) if names is not None else None
+    return [
+        put_layer(viewer, data, kwargs, layer_type)
+        for data, kwargs, layer_type in result_layer_tuples(viewer, results, example=example)
+        if wanted is None or kwargs["name"] in wanted
+    ]
+
+
+def result_layer_tuples(
+    viewer: napari.Viewer,
+    results: MREExample | Mapping[str, Any],
+    *,
+    example: MREExample | None = None,
+) -> list[LayerDataTuple]:
+    """The layer data tuples :func:`update_result_layers` shows (same arguments).
+
+    The results are also copied into the example behind the viewer's input layers when
+    they share its grid (so that saving the inputs saves the results too).
+    """
     base = example_from_layers(viewer)
     if isinstance(results, MREExample):
         target = results
@@ -447,39 +471,80 @@ def update_result_layers(
         target = _with_results(target, results)
     if base is not None and base is not target:
         _copy_results(target, base)
-    leading = _leading_dims(base, target)
-    sizes = {**(dict(base.ds.sizes) if base is not None else {}), **dict(target.ds.sizes)}
-    limits = display_limits(target if "mre" in target.ds or base is None else base)
-    wanted = set(names) if names is not None else None
-    out = []
-    tuples = result_layer_data(target, leading=leading, limits=limits, sizes=sizes)
-    for data, kwargs, layer_type in tuples:
-        name = kwargs["name"]
-        if wanted is not None and name not in wanted:
+    return result_layer_data(target, **result_geometry(base, target))
+
+
+def result_geometry(base: MREExample | None, target: MREExample) -> dict[str, Any]:
+    """The shared display geometry of the results of ``target`` shown over the layers of
+    ``base`` (the viewer's example): keyword arguments of :func:`result_layer_data` and
+    :func:`variable_layer_data` (``leading``, ``sizes``, ``limits``).
+
+    Plain tuples and dicts: a training worker computes its layer data with them off the
+    GUI thread.
+    """
+    return {
+        "leading": _leading_dims(base, target),
+        "sizes": {**(dict(base.ds.sizes) if base is not None else {}), **dict(target.ds.sizes)},
+        "limits": display_limits(target if "mre" in target.ds or base is None else base),
+    }
+
+
+def put_layer(
+    viewer: napari.Viewer, data: Any, kwargs: dict[str, Any], layer_type: str, *,
+    live: bool = False,
+) -> Any:
+    """Show one layer data tuple: add the layer, or update the one of that name.
+
+    A layer on another grid (a new example) is replaced at the same place in the stack.
+    ``live`` (a refresh during training): only the data of a *visible* layer is replaced
+    (and the residual's contrast limits); setting scale and translate would make napari
+    recompute every extent, and a hidden layer catches up at the end of the run.
+    """
+    name = kwargs["name"]
+    if name not in viewer.layers:
+        layer = viewer.add_layer(_make_layer(data, kwargs, layer_type))
+        _place(viewer, layer)
+        return layer
+    layer = viewer.layers[name]
+    if layer.data.shape != np.shape(data) or layer.ndim != np.ndim(data):
+        index = viewer.layers.index(layer)
+        viewer.layers.remove(layer)
+        layer = viewer.add_layer(_make_layer(data, kwargs, layer_type))
+        viewer.layers.move(viewer.layers.index(layer), index)
+        return layer
+    if live and not layer.visible:
+        return layer
+    layer.data = data
+    if name == "pde_residual" and "contrast_limits" in kwargs:
+        layer.contrast_limits = kwargs["contrast_limits"]
+    if live:
+        return layer
+    layer.metadata = kwargs["metadata"]
+    # setting scale/translate makes napari recompute extents: only on change
+    if not np.allclose(layer.scale, kwargs["scale"]):
+        layer.scale = kwargs["scale"]
+    if not np.allclose(layer.translate, kwargs["translate"]):
+        layer.translate = kwargs["translate"]
+    return layer
+
+
+def example_layers(viewer: napari.Viewer | None) -> list[Any]:
+    """Input layers of ``viewer`` that carry an :class:`MREExample`, one per example.
+
+    Result layers (``mu_pred``...) also carry an example, but training on them would make no
+    sense, so they are skipped; of the layers showing one example, ``wave`` is preferred.
+    """
+    if viewer is None:
+        return []
+    chosen: dict[int, Any] = {}
+    for layer in viewer.layers:
+        ex = _meta_example(layer.metadata)
+        if ex is None or layer.metadata.get("mre_variable") in RESULT_NAMES:
             continue
-        if name in viewer.layers:
-            layer = viewer.layers[name]
-            if layer.data.shape != data.shape or layer.ndim != data.ndim:
-                # a different grid (e.g. a new example): replace the layer
-                index = viewer.layers.index(layer)
-                viewer.layers.remove(layer)
-                layer = viewer.add_layer(_make_layer(data, kwargs, layer_type))
-                viewer.layers.move(viewer.layers.index(layer), index)
-            else:
-                layer.data = data
-                layer.metadata = kwargs["metadata"]
-                # setting scale/translate makes napari recompute extents: only on change
-                if not np.allclose(layer.scale, kwargs["scale"]):
-                    layer.scale = kwargs["scale"]
-                if not np.allclose(layer.translate, kwargs["translate"]):
-                    layer.translate = kwargs["translate"]
-                if name == "pde_residual":
-                    layer.contrast_limits = kwargs["contrast_limits"]
-        else:
-            layer = viewer.add_layer(_make_layer(data, kwargs, layer_type))
-            _below_mask(viewer, layer)
-        out.append(layer)
-    return out
+        key = id(ex)
+        if key not in chosen or layer.metadata.get("mre_variable") == "wave":
+            chosen[key] = layer
+    return list(chosen.values())
 
 
 def _make_layer(data: Any, kwargs: dict[str, Any], layer_type: str) -> Any:
@@ -489,13 +554,16 @@ def _make_layer(data: Any, kwargs: dict[str, Any], layer_type: str) -> Any:
     return cls(data, **kwargs)
 
 
-def _below_mask(viewer: napari.Viewer, layer: Any) -> None:
-    # keep the mask outline on top of everything so the region stays visible
-    if "mre_mask" in viewer.layers:
-        i_mask = viewer.layers.index(viewer.layers["mre_mask"])
-        i_layer = viewer.layers.index(layer)
-        if i_layer > i_mask:
-            viewer.layers.move(i_layer, i_mask)
+def _place(viewer: napari.Viewer, layer: Any) -> None:
+    """Move a new result layer to its place in the stack: below the result layers that
+    come after it in :data:`RESULT_NAMES` and below the mask outline (kept on top so that
+    the region stays visible)."""
+    name = layer.name
+    later = RESULT_NAMES[RESULT_NAMES.index(name) + 1 :] if name in RESULT_NAMES else ()
+    above = [i for i, other in enumerate(viewer.layers) if other.name in (*later, "mre_mask")]
+    i_layer = viewer.layers.index(layer)
+    if above and i_layer > min(above):
+        viewer.layers.move(i_layer, min(above))
 
 
 def _with_results(example: MREExample, results: Mapping[str, Any]) -> MREExample:
@@ -533,3 +601,22 @@ def _copy_results(src: MREExample, dst: MREExample) -> None:
     for name in RESULT_NAMES:
         if name in src.ds and name not in ("wave_diff", "mu_diff"):
             dst.ds[name] = src.ds[name]
+
+
+def empty_results(example: MREExample, *, ahi: bool = False) -> MREExample:
+    """A copy of a single-frequency ``example`` with NaN results of the shapes a training run
+    fills (``wave_pred`` and ``pde_residual`` like ``wave``, ``mu_pred`` and, with ``ahi``
+    when the example has none yet, ``mu_ahi`` on the grid).
+
+    The training dock creates its result layers from these before the first prediction
+    arrives, so that a live refresh only swaps data in (NaN renders transparent).
+    """
+    out = example.copy()
+    wave = out.ds["wave"]
+    shape = tuple(out.ds.sizes[d] for d in out.spatial_dims)
+    out.ds["wave_pred"] = xr.full_like(wave, np.nan)
+    out.ds["pde_residual"] = xr.full_like(wave, np.nan, dtype=float)
+    out.ds["mu_pred"] = (out.spatial_dims, np.full(shape, np.nan, dtype=complex))
+    if ahi and "mu_ahi" not in out.ds:
+        out.ds["mu_ahi"] = (out.spatial_dims, np.full(shape, np.nan, dtype=complex))
+    return out

@@ -23,7 +23,9 @@ from matplotlib.ticker import NullFormatter
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-__all__ = ["LossPlot", "loss_components"]
+from .config import LOSS_TERMS, TV_TERM
+
+__all__ = ["LossPlot", "loss_components", "loss_label"]
 
 # record keys that are not losses (bookkeeping of the training loop)
 _NOT_LOSSES = {"iteration", "iter", "step", "time", "elapsed", "lr", "its", "it/s", "n_points"}
@@ -57,6 +59,19 @@ def loss_components(record: Mapping[str, Any]) -> dict[str, float]:
             numeric[str(key)] = v
     lossy = {k: v for k, v in numeric.items() if "loss" in k}
     return lossy or numeric
+
+
+def loss_label(key: str) -> str:
+    """What the legend calls a history key: ``loss`` is the total, ``loss_<term>`` the
+    term's label of :data:`~napari_mrepinn.config.LOSS_TERMS` and ``test_loss_<term>`` the
+    same on the held-out points (``"PDE (held out)"``); other keys are shown as they are."""
+    labels = {t.name: t.label for t in (*LOSS_TERMS, TV_TERM)}
+    if key == "loss":
+        return "total"
+    for prefix, suffix in (("test_loss_", " (held out)"), ("loss_", "")):
+        if key.startswith(prefix) and key[len(prefix):] in labels:
+            return labels[key[len(prefix):]] + suffix
+    return key
 
 
 class LossPlot(QWidget):
@@ -198,7 +213,7 @@ class LossPlot(QWidget):
             line = self._lines.get(name)
             if line is None:
                 # animated: left out of full draws, painted over the cached background
-                (line,) = self.ax.plot(xs, ys, lw=1.2, label=name, animated=True)
+                (line,) = self.ax.plot(xs, ys, lw=1.2, label=loss_label(name), animated=True)
                 self._lines[name] = line
                 new_line = True
             else:

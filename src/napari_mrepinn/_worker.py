@@ -5,7 +5,9 @@ Design
 * :class:`TrainingWorker` is a ``QObject`` moved to its own ``QThread``. Its ``run`` slot
   builds the model (through a factory, so a slow set-up never blocks the GUI) and runs the
   Qt-free ``MREPINNModel.train`` loop of :mod:`napari_mrepinn.training`, listening to it
-  through a ``training.Callback``.
+  through a ``training.Callback``, with torch's CPU threads set by the one thread policy
+  (:func:`napari_mrepinn.recipe.torch_threads`). It uses the model's public API only
+  (``train``, ``results``, ``iteration``, ``history``, ``stop_training``, ``example``).
 * The callback runs in the worker thread. It emits *copies* only: ``progress`` (iteration,
   losses, it/s; throttled to ~10 Hz), ``record`` (each history record) and ``snapshot``
   (the full-grid ``results()`` as a numpy-backed ``xarray.Dataset`` every refresh period).
@@ -19,6 +21,7 @@ The training module never imports Qt; this module is the only bridge.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -28,6 +31,10 @@ from collections.abc import Callable
 from typing import Any
 
 from qtpy.QtCore import QCoreApplication, QElapsedTimer, QObject, QThread, Signal, Slot
+
+from ._loss_plot import loss_components
+from .recipe import torch_threads
+from .training import Callback, Resampler
 
 __all__ = ["TrainingRunner", "TrainingWorker", "describe_exception"]
 
@@ -66,10 +73,11 @@ class TrainingWorker(QObject):
     refresh_every : int
         Period, in iterations, of the full-grid snapshots.
     resample_every : int
-        Period of the collocation-point ``Resampler`` (0: never).
-    single_thread : bool
-        Call ``torch.set_num_threads(1)`` while training (restored afterwards): on a machine
-        with few cores, torch's intra-op threads fight the GUI thread.
+        Period of the collocation-point ``Resampler`` (0: the model's default).
+    threads : int
+        Torch CPU threads while training (0: the default policy,
+        :func:`napari_mrepinn.config.default_threads`: one on machines with two cores or
+        fewer, where more would fight the GUI thread); the caller's setting afterwards.
     min_refresh_interval : float
         Shortest time between two snapshots in seconds: a fast run with a short refresh
         period would otherwise spend the GUI thread on layer updates nobody can follow.
@@ -81,6 +89,10 @@ class TrainingWorker(QObject):
     callbacks : callable, optional
         ``callbacks(model) -> list of training.Callback`` added to the run (e.g. the
         learning-rate decay), called in the worker thread once the model is built.
+    ready : threading.Event, optional
+        Wait for it (in the worker thread, stoppable) before building the model: the GUI
+        sets it once its own set-up (the result layers) is done, which then does not
+        compete with the worker for the GIL.
     prepare_snapshot : callable, optional
         ``prepare_snapshot(model, results) -> object`` run in the worker thread on each
         live snapshot (e.g. the arrays of the layers, so that the GUI thread only swaps
@@ -104,21 +116,23 @@ class TrainingWorker(QObject):
         display_every: int = 10,
         refresh_every: int = 50,
         resample_every: int = 0,
-        single_thread: bool = True,
+        threads: int = 0,
         min_refresh_interval: float = 0.25,
         max_refresh_share: float = 0.04,
         callbacks: Callable[[Any], list[Any]] | None = None,
         prepare_snapshot: Callable[[Any, Any], Any] | None = None,
+        ready: threading.Event | None = None,
     ) -> None:
         super().__init__()
         self._build_model = build_model
         self._extra_callbacks = callbacks
         self._prepare_snapshot = prepare_snapshot
+        self._ready = ready
         self.n_iters = int(n_iters)
         self.display_every = max(1, int(display_every))
         self.refresh_every = max(1, int(refresh_every))
         self.resample_every = int(resample_every)
-        self.single_thread = single_thread
+        self.threads = int(threads)
         self.model: Any = None
         self._go = threading.Event()  # set = running, cleared = paused
         self._go.set()
@@ -164,35 +178,32 @@ class TrainingWorker(QObject):
     @Slot()
     def run(self) -> None:
         """Build the model and train; always ends with ``finished``."""
-        import torch
-
-        prev_threads = torch.get_num_threads()
         prev_switch = sys.getswitchinterval()
-        if self.single_thread:
-            torch.set_num_threads(1)
         # The GUI thread gives the GIL up at every Qt call and must win it back from this
         # thread each time; at Python's default 5 ms switch interval a layer update of a few
         # dozen Qt calls then waits ~100s of ms ("convoy effect"). 1 ms while training.
         sys.setswitchinterval(min(prev_switch, GIL_SWITCH_INTERVAL))
         try:
+            while self._ready is not None and not self._ready.wait(0.02):
+                if self._stop.is_set():
+                    break
             if self._stop.is_set():
                 return
-            model = self._build_model()
-            self.model = model
-            self.model_ready.emit(model)
-            model.stop_training = self._stop.is_set()
-            self._start_iteration = int(getattr(model, "iteration", 0))
-            self._times.append((self._start_iteration, time.perf_counter()))
-            self._train(model)
-            if self.n_iters > 0:
-                self._emit_snapshot(model, final=True)  # the final state, off the grid too
-        except BaseException as exc:  # every failure must reach the GUI
+            with torch_threads(self.threads):
+                model = self._build_model()
+                self.model = model
+                self.model_ready.emit(model)
+                model.stop_training = self._stop.is_set()
+                self._start_iteration = int(model.iteration)
+                self._times.append((self._start_iteration, time.perf_counter()))
+                self._train(model)
+                if self.n_iters > 0:
+                    self._emit_snapshot(model, final=True)  # the final state, off the grid too
+        except BaseException as exc:  # reported, not swallowed: every failure must reach the GUI
             self.error = describe_exception(exc)
             self.failed.emit(self.error, traceback.format_exc())
         finally:
             sys.setswitchinterval(prev_switch)
-            if self.single_thread:
-                torch.set_num_threads(prev_threads)
             # hand the object back to the GUI thread, whose event loop outlives this one,
             # so that deleteLater() there really deletes it
             app = QCoreApplication.instance()
@@ -201,13 +212,11 @@ class TrainingWorker(QObject):
             self.finished.emit()
 
     def _train(self, model: Any) -> None:
-        from . import training
-
-        callbacks = [_make_bridge(training, self)]
+        callbacks: list[Callback] = [_QtBridge(self)]
         if self._extra_callbacks is not None:
             callbacks[:0] = list(self._extra_callbacks(model))
-        if self.resample_every > 0 and hasattr(training, "Resampler"):
-            callbacks.insert(0, training.Resampler(period=self.resample_every))
+        if self.resample_every > 0:
+            callbacks.insert(0, Resampler(period=self.resample_every))
         # test_every=0: the snapshots evaluate the grid themselves, once per refresh
         model.train(
             n_iters=self.n_iters,
@@ -251,12 +260,8 @@ class TrainingWorker(QObject):
 
     def _emit_progress(self, model: Any) -> None:
         it = int(model.iteration)
-        losses: dict[str, float] = {}
-        history = getattr(model, "history", None)
-        if history:
-            from ._loss_plot import loss_components
-
-            losses = loss_components(history[-1])
+        history = model.history
+        losses = loss_components(history[-1]) if history else {}
         its = 0.0
         if len(self._times) >= 2:
             (i0, t0), (i1, t1) = self._times[0], self._times[-1]
@@ -295,18 +300,17 @@ class TrainingWorker(QObject):
         )
 
 
-def _make_bridge(training: Any, worker: TrainingWorker) -> Any:
-    """A ``training.Callback`` forwarding the loop's hooks to ``worker`` (worker thread)."""
-    base = getattr(training, "Callback", object)
+class _QtBridge(Callback):
+    """Forwards the training loop's hooks to the worker (in the worker thread)."""
 
-    class _QtBridge(base):  # type: ignore[misc, valid-type]
-        def on_iteration_end(self, model: Any) -> None:
-            worker._on_iteration_end(model)
+    def __init__(self, worker: TrainingWorker) -> None:
+        self.worker = worker
 
-        def on_display(self, model: Any, record: Any) -> None:
-            worker._on_display(model, record)
+    def on_iteration_end(self, model: Any) -> None:
+        self.worker._on_iteration_end(model)
 
-    return _QtBridge()
+    def on_display(self, model: Any, record: Any) -> None:
+        self.worker._on_display(model, record)
 
 
 class TrainingRunner(QObject):
@@ -367,6 +371,12 @@ class TrainingRunner(QObject):
         thread.finished.connect(self._on_thread_finished)
         self._thread, self._worker = thread, worker
         self._paused = False
+        # A full garbage collection walks every object of the process (napari, torch, the
+        # viewer: 0.3-0.7 s measured on a busy 2-core machine, holding the GIL, so the GUI
+        # freezes) and a run's allocations trigger one within seconds. The objects older
+        # than the run are left out of the collections while it lasts (gc.freeze) and
+        # handed back when it ends (gc.unfreeze; their garbage is collected then).
+        gc.freeze()
         thread.start()
 
     def pause(self) -> None:
@@ -448,6 +458,7 @@ class TrainingRunner(QObject):
         self._thread = None
         self._worker = None
         self._paused = False
+        gc.unfreeze()
         if worker is not None:
             worker.deleteLater()
         thread.deleteLater()

@@ -846,9 +846,8 @@ def measure_gui_overhead(
     signals and the bridge callback) and ``gui`` (the worker with a full-grid snapshot every
     ``refresh_every`` iterations, as the dock does by default). Each run trains a fresh model
     built with the same seed (the default-recipe networks, ``fit_options`` overriding);
-    the clock covers the ``train`` call only. The dock trains on one thread
-    (``single_thread=True``); ``threads`` sets the thread count of all three so that only
-    the worker differs.
+    the clock covers the ``train`` call only. ``threads`` sets the thread count of all
+    three (the worker's ``threads``) so that only the worker differs.
 
     Returns
     -------
@@ -901,7 +900,7 @@ def measure_gui_overhead(
         model = build()
         clock = timed(model)
         worker = TrainingWorker(lambda: model, n_iters, display_every=display_every,
-                                refresh_every=refresh, resample_every=1, single_thread=True)
+                                refresh_every=refresh, resample_every=1, threads=int(threads))
         runner = TrainingRunner()
         errors: list[str] = []
         runner.failed.connect(lambda msg, tb: errors.append(msg))
@@ -915,7 +914,7 @@ def measure_gui_overhead(
     runs: dict[str, list[float]] = {"cli": [], "gui_loop": [], "gui": []}
     cpu: dict[str, list[float]] = {"cli": [], "gui_loop": [], "gui": []}
     try:
-        # the worker sets 1 thread itself (single_thread=True); the CLI run gets the same
+        # the worker sets the same thread count itself (threads=...) for the GUI runs
         torch.set_num_threads(int(threads))
         for _ in range(int(repeats)):
             model = build()

@@ -37,6 +37,7 @@ __all__ = [
     "build_model",
     "fit",
     "result_config",
+    "schedule_callbacks",
     "torch_threads",
     "wave_complexity",
 ]
@@ -200,12 +201,7 @@ def fit(
         model = build_model(example, config, mu_prior=mu_prior)
         out = model.example
         cbs: list[Callback] = [Resampler(period=config.resample_every)]
-        if config.lr_decay < 1:
-            start = model.pde_warmup_iters
-            cbs.append(LRDecay(config.iters - start, final_factor=config.lr_decay,
-                               start=start))
-        if config.stop_tol > 0:
-            cbs.append(Convergence(config.stop_tol, config.stop_every, config.stop_patience))
+        cbs.extend(schedule_callbacks(model, config))
         if progress:
             cbs.append(ProgressBar(config.iters))
         cbs.extend(callbacks)
@@ -223,6 +219,19 @@ def fit(
     out.ds.attrs["mrepinn_settings_json"] = json.dumps(settings)
     out.ds.attrs["mrepinn_history_json"] = json.dumps(model.history)
     out.ds.attrs["mrepinn_version"] = __version__
+    return out
+
+
+def schedule_callbacks(model: MREPINNModel, config: TrainingConfig) -> list[Callback]:
+    """The recipe's schedule of a fresh run, after the PDE warm-up: the cosine decay of the
+    learning rate and the convergence stop (what :func:`fit` and the napari dock add besides
+    resampling and progress)."""
+    out: list[Callback] = []
+    start = model.pde_warmup_iters
+    if config.lr_decay < 1:
+        out.append(LRDecay(config.iters - start, final_factor=config.lr_decay, start=start))
+    if config.stop_tol > 0:
+        out.append(Convergence(config.stop_tol, config.stop_every, config.stop_patience))
     return out
 
 

@@ -29,8 +29,7 @@ from .._loss_plot import LossPlot, loss_components, loss_label
 from .._worker import TrainingRunner, TrainingWorker
 from ..config import TrainingConfig
 from ..data import MREExample, MREInputError
-from ..recipe import build_model
-from ..training import LRDecay
+from ..recipe import build_model, schedule_callbacks
 from ._checkpoints import CheckpointActions
 from ._common import CloseWatcher, show_error
 from ._controls import make_controls, read_config, warmup_note
@@ -609,9 +608,6 @@ def _run_callbacks(config: TrainingConfig) -> Callable[["MREPINNModel"], list["C
     factory is called in the worker with the built model)."""
 
     def make(model: "MREPINNModel") -> list["Callback"]:
-        if config.lr_decay >= 1:
-            return []
-        start = model.pde_warmup_iters
-        return [LRDecay(config.iters - start, final_factor=config.lr_decay, start=start)]
+        return schedule_callbacks(model, config)
 
     return make

@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", nargs="+", choices=["pinn", "ahi", "mdev"], default=["pinn"],
                    help="methods to run on every exam (default: pinn)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_positive_int,
+    where.add_argument("--workers", type=_positive_int, metavar="N",
                        help="worker processes of the local Dask cluster, one thread each "
                        "(default: the CPU cores)")
     where.add_argument("--scheduler", metavar="ADDRESS",

@@ -148,23 +148,27 @@ def test_faults_are_retried_and_finished_work_is_kept(cohort, tmp_path, client):
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        df = batch.run_batch(inputs, results, methods=["ahi", "mdev"], scheduler=client,
+        df = batch.run_batch(inputs, results, methods=["mdev"], scheduler=client,
                              progress=False, task=flaky_task)
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
-    assert (df["status"] == "done").all() and len(df) == 8
+    assert (df["status"] == "done").all() and len(df) == 4 and not df["reused"].any()
     assert (tmp_path / "attempts-cyl2").read_text() == "xx"  # raised once, retried
     assert (tmp_path / "attempts-cyl3").read_text() == "xx"  # worker lost, rescheduled
-    reused = df.set_index(["id", "method"])["reused"]
-    assert reused[("cyl0", "ahi")] and not reused[("cyl0", "mdev")]  # per method
-    assert not reused[("cyl1", "ahi")]  # its input changed
     saved = MREExample.load(results / "cyl0.nc")
-    np.testing.assert_array_equal(saved["mu_ahi"].values, ahi0)
+    np.testing.assert_array_equal(saved["mu_ahi"].values, ahi0)  # kept, not asked for
     assert "mu_mdev" in saved
     info = json.loads(saved.ds.attrs[batch.ATTR])
     assert set(info["methods"]) == {"ahi", "mdev"}
     assert info["input_hash"] == batch.input_hash(inputs / "cyl0.nc")
+    assert "mu_ahi" not in MREExample.load(results / "cyl1.nc")  # made from the old scan
+
+    both = batch.run_batch(inputs, results, methods=["ahi", "mdev"], scheduler=client,
+                           progress=False)
+    reused = both.set_index(["id", "method"])["reused"]
+    assert reused.drop(("cyl1", "ahi")).all() and not reused[("cyl1", "ahi")]
+    assert (both["status"] == "done").all()
 
 
 # ---------------------------------------------------------------------- an existing cluster

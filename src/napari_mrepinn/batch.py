@@ -479,8 +479,8 @@ def run_exam(
     input_key, content_hash : str
         Hashes of the input (see :func:`run_batch`), stored in the result's attrs.
     keep : sequence of str
-        Methods already in the existing result file (same input and settings) to keep: the
-        file is read instead of the input and they are not run again.
+        Methods of the existing result file (made from the same input) to keep: the file
+        is read instead of the input and they are not run again.
     local_gpus : int
         GPUs of a local cluster: worker ``i`` fits on ``cuda:i % local_gpus``.
 
@@ -512,20 +512,21 @@ def run_exam(
                 "config_hash": keys.get(method, ""), **more}
 
     previous: dict[str, Any] = {}
-    try:
-        example = None
-        if keep and out_path.exists():
-            with contextlib.suppress(MREInputError):
-                example = MREExample.load(out_path)
-                previous = json.loads(example.ds.attrs.get(ATTR, "{}")).get("methods", {})
-        if example is None or not all(m in previous for m in keep):
-            # the file changed since the driver looked: run everything from the input
-            methods = list(dict.fromkeys([*methods, *keep]))
-            keys = {m: keys.get(m) or method_key(m, config) for m in methods}
-            example, previous, keep = exam.load(), {}, ()
-    except MREInputError as exc:
-        return {"rows": [row(m, "bad input", _one_line(exc)) for m in methods],
-                "task_seconds": time.perf_counter() - t0}
+    if keep:  # the earlier result holds the input and the results to keep
+        try:
+            example = MREExample.load(out_path)
+            previous = json.loads(example.ds.attrs.get(ATTR, "{}")).get("methods", {})
+        except (MREInputError, ValueError):
+            previous = {}
+        if not all(m in previous for m in keep):  # not an input error: Dask retries
+            raise RuntimeError(f"{out_path}: the result changed during the batch; run the "
+                               "batch again.")
+    else:
+        try:
+            example = exam.load()
+        except MREInputError as exc:
+            return {"rows": [row(m, "bad input", _one_line(exc)) for m in methods],
+                    "task_seconds": time.perf_counter() - t0}
     kept = {METHODS[m]: example[METHODS[m]] for m in keep if METHODS[m] in example}
     freq = (float(example.frequencies[0]) if len(example.frequencies) == 1
             else float("nan"))
@@ -739,7 +740,9 @@ def run_batch(
         for exam in exams:
             content = input_hash(exam.path)
             ikey = _exam_key(exam, content)
-            reused = _reusable(results / f"{exam.id}.nc", ikey, keys)
+            stored = _stored(results / f"{exam.id}.nc", ikey)
+            reused = {m: dict(v["row"]) for m, v in stored.items()
+                      if m in keys and v.get("key") == keys[m]}
             for m in methods:
                 old = previous.get((exam.id, m))
                 if (m not in reused and not retry_failed and old is not None
@@ -751,7 +754,8 @@ def run_batch(
                 rows[(exam.id, m)] = {**r, "reused": True}
             todo = [m for m in methods if m not in reused]
             if todo:
-                keep = [m for m, r in reused.items() if r.get("status") == "done"]
+                # every other result of the same input stays in the file, requested or not
+                keep = [m for m in stored if m not in todo]
                 plans.append((exam, todo, keep, ikey, content))
         timing = {"startup_s": 0.0, "run_s": 0.0, "tasks_s": 0.0, "n_tasks": len(plans)}
         order = {e.id: i for i, e in enumerate(exams)}
@@ -849,8 +853,8 @@ def _results_folder(results_dir: str | os.PathLike) -> Path:
     return results.resolve()
 
 
-def _reusable(path: Path, ikey: str, keys: Mapping[str, str]) -> dict[str, dict]:
-    """Rows of the methods an existing result holds for the same input and settings."""
+def _stored(path: Path, ikey: str) -> dict[str, dict]:
+    """``method -> {"key", "row"}`` of an existing result made from the same input."""
     if not path.exists():
         return {}
     import xarray as xr
@@ -862,8 +866,8 @@ def _reusable(path: Path, ikey: str, keys: Mapping[str, str]) -> dict[str, dict]
         return {}
     if info.get("input_key") != ikey:
         return {}
-    return {m: dict(v["row"]) for m, v in info.get("methods", {}).items()
-            if m in keys and v.get("key") == keys[m]}
+    return {m: v for m, v in info.get("methods", {}).items()
+            if m in METHODS and isinstance(v, dict) and "row" in v}
 
 
 def _previous_failures(summary: Path) -> dict[tuple[str, str], dict]:

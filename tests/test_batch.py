@@ -75,7 +75,7 @@ def test_local_cluster_batch_then_rerun_does_nothing(cohort, tmp_path, monkeypat
         mu = baselines.ahi(ex, **batch.BASELINE_SETTINGS["ahi"])
         ref = evaluate(mu, ex["mre"], ex["mre_mask"])
         row = df.set_index("id").loc[f"cyl{i}"]
-        assert row["status"] == "done" and row["r"] == pytest.approx(ref["pearson_r"])
+        assert row["status"] == "done" and row["pearson_r"] == pytest.approx(ref["pearson_r"])
         assert row["cte2_pct"] == pytest.approx(ref["cte_percent"][2])
         saved = MREExample.load(results / f"cyl{i}.nc")
         np.testing.assert_allclose(saved["mu_ahi"].values, mu.values)
@@ -87,8 +87,9 @@ def test_local_cluster_batch_then_rerun_does_nothing(cohort, tmp_path, monkeypat
             assert row[f"roi{label}_median_kpa"] == pytest.approx(np.median(v))
             assert row[f"roi{label}_iqr_kpa"] == pytest.approx(q3 - q1)
             assert row[f"roi{label}_sd_kpa"] == pytest.approx(np.std(v, ddof=1))
-        assert on_disk.set_index("id").loc[f"cyl{i}", "r"] == pytest.approx(row["r"], 1e-5)
-    assert np.isnan(df.set_index("id").loc["broken", "r"])
+        csv_r = on_disk.set_index("id").loc[f"cyl{i}", "pearson_r"]
+        assert csv_r == pytest.approx(row["pearson_r"], 1e-5)
+    assert np.isnan(df.set_index("id").loc["broken", "pearson_r"])
 
     # a rerun starts no cluster and rewrites no result: every row comes from the files
     before = _mtimes(results)

@@ -444,7 +444,7 @@ def _readout(example: MREExample, method: str) -> dict[str, Any]:
     except MREInputError as exc:
         row["error"] = f"metrics: {exc}"
         return row
-    row["r"] = m["pearson_r"]
+    row["pearson_r"] = m["pearson_r"]
     row |= {f"cte{lab}_pct": v for lab, v in m["cte_percent"].items()}
     return row
 
@@ -916,7 +916,7 @@ def _summary(rows: Mapping[tuple[str, str], dict], exams: Sequence[Exam],
         records.append(rec)
     df = pd.DataFrame.from_records(records)
     cols = list(df.columns)
-    metrics = sorted((c for c in cols if c == "r" or re.match(r"cte\d+_pct$", c)),
+    metrics = sorted((c for c in cols if c == "pearson_r" or re.match(r"cte\d+_pct$", c)),
                      key=_column_order)
     rois = sorted((c for c in cols if c.startswith("roi")), key=_column_order)
     extra = [c for c in cols if c not in (*CORE_COLUMNS, *TRAILING_COLUMNS, *metrics, *rois)]
@@ -936,7 +936,7 @@ _STATS = ("n", "median", "iqr", "mean", "sd")
 
 def _column_order(name: str) -> tuple:
     m = re.match(r"(roi|cte)(_all|\d*)_?(\w*?)(?:_kpa|_pct)?$", name)
-    if name == "r" or m is None:
+    if name == "pearson_r" or m is None:
         return (0, 0, 0)
     label = -1 if m.group(2) == "_all" else int(m.group(2) or 0)
     stat = _STATS.index(m.group(3)) if m.group(3) in _STATS else 0

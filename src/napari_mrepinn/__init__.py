@@ -30,6 +30,7 @@ _LAZY = {
     "fit": "recipe",
 }
 _SUBMODULES = {
+    "batch",
     "callbacks",
     "checkpoints",
     "config",
@@ -62,6 +63,7 @@ __all__ = [
     "WaveEquation",
     "__version__",
     "baselines",
+    "batch",
     "benchmark",
     "build_model",
     "callbacks",
@@ -101,6 +103,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
     from . import (
         baselines,
+        batch,
         benchmark,
         callbacks,
         checkpoints,

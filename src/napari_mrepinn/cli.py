@@ -302,6 +302,32 @@ def cmd_stats(args: argparse.Namespace) -> int:
           .to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {out}")
     return 0
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchInterrupted, run_batch
+
+    config = _config(args) if "pinn" in args.method else None
+    try:
+        summary = run_batch(
+            args.inputs, args.output, methods=args.method, config=config,
+            workers=args.workers, scheduler=args.scheduler, frequency=args.frequency,
+            spacing=None if args.spacing is None else [v * 1e-3 for v in args.spacing],
+            components=args.components, retries=args.retries,
+            retry_failed=args.retry_failed, progress=not args.quiet,
+        )
+    except BatchInterrupted as exc:
+        print(f"mrepinn: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    by_exam = summary.groupby("id", sort=False)
+    exams = by_exam["status"].agg(lambda s: (s == "done").all())
+    failed = summary[summary["status"] != "done"]
+    reused = int((by_exam["reused"].all() & exams).sum())
+    print(f"{len(exams)} exam(s): {int(exams.sum())} done ({reused} from an earlier run), "
+          f"{int((~exams).sum())} failed; summary: {Path(args.output) / 'summary.csv'}")
+    for rec in failed.head(10).itertuples():
+        print(f"  {rec.id} [{rec.method}] {rec.status}: {rec.error}")
+    if len(failed) > 10:
+        print(f"  ... and {len(failed) - 10} more (see the summary)")
+    return 1 if len(failed) else 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -378,6 +404,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose readouts (default: every result in the file, and the truth)")
     p.add_argument("-o", "--output", required=True, help="output .csv file")
     p.set_defaults(func=cmd_stats)
+    p = sub.add_parser(
+        "batch", help="invert many exams on a Dask cluster (local by default)",
+        description="Run METHODs on every exam of INPUTS (files, folders, glob patterns or a "
+        "CSV manifest with columns id, path, frequency, spacing_mm, components) and write "
+        "RESULTS_DIR/<id>.nc and RESULTS_DIR/summary.csv. A rerun skips what is done for "
+        "the same inputs and settings. Exit status 1 when some exams failed.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="file, folder, glob pattern (quoted) or CSV manifest")
+    p.add_argument("-o", "--output", required=True, metavar="RESULTS_DIR",
+                   help="folder of the results (created)")
+    p.add_argument("--method", nargs="+", choices=["pinn", "ahi", "mdev"], default=["pinn"],
+                   help="methods to run on every exam (default: pinn)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="worker processes of the local Dask cluster, one thread each "
+                       "(default: the CPU cores)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="use an existing Dask cluster, e.g. tcp://host:8786")
+    p.add_argument("--retries", type=int, default=2,
+                   help="times a task that raised an unexpected error is rerun (default 2)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also redo exams that failed with bad input or a diverged fit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    _add_reading_flags(p, "frequency in Hz for every exam (a manifest's column wins): "
+                       "selects one of a multi-frequency file, or supplies a missing one")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("benchmark", help="time the training paths and the baselines")
     p.add_argument("--quick", action="store_true", help="fewer repeats and iterations")

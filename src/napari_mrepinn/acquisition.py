@@ -126,7 +126,8 @@ def acquire(
                     ("noise", noise)):
         if not np.isfinite(v) or v < 0:
             raise MREInputError(f"{name} must be >= 0, got {v!r}.")
-    rng = np.random.default_rng(seed)
+    # separate streams: the backgrounds do not change with the noise level
+    bg_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     ds = example.ds
     wave = ds["wave"]
     if "z" not in wave.dims:
@@ -174,15 +175,16 @@ def acquire(
     sigma = noise * float(mag.mean()) / np.sqrt(2.0)
     for f in range(nf):
         for d in range(nd):
-            gx, gy, gz, bowl = rng.uniform(-1, 1, 4)
+            gx, gy, gz, bowl = bg_rng.uniform(-1, 1, 4)
             bg = gx * xx + gy * yy + 0.3 * gz * zz + bowl * (xx**2 + yy**2)
-            bg = background * (bg - bg.min()) / max(float(np.ptp(bg)), 1e-12) + rng.uniform(-np.pi,
-                                                                                           np.pi)
+            bg = background * (bg - bg.min()) / max(float(np.ptp(bg)), 1e-12)
+            bg = bg + bg_rng.uniform(-np.pi, np.pi)
             for k in range(n):
                 true = np.real(u[f, ..., d] * np.exp(TWO_PI * 1j * t[k])) + bg
                 s = mag * np.exp(1j * true)
                 if sigma > 0:
-                    s = s + rng.normal(0, sigma, s.shape) + 1j * rng.normal(0, sigma, s.shape)
+                    s = s + noise_rng.normal(0, sigma, s.shape) + 1j * noise_rng.normal(
+                        0, sigma, s.shape)
                 phase[f, d, k] = np.angle(s)
                 magnitude[f, d, k] = np.abs(s)
     return Acquisition(

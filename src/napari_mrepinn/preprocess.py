@@ -188,11 +188,48 @@ def _dct_eigenvalues(shape: Sequence[int]) -> np.ndarray:
     return lam
 
 
+def _divergence(flux: list[tuple[int, np.ndarray]], shape: tuple[int, ...]) -> np.ndarray:
+    """Divergence of edge flows along the given axes, zero flux through the box faces."""
+    out = np.zeros(shape, np.float32)
+    for ax, d in flux:
+        lo = [(0, 0)] * len(shape)
+        hi = [(0, 0)] * len(shape)
+        lo[ax] = (1, 0)
+        hi[ax] = (0, 1)
+        out += np.pad(d, hi) - np.pad(d, lo)
+    return out
+
+
+def _edge_masks(mask: np.ndarray | None, ndim: int, shape: Sequence[int]) -> dict[int, Any]:
+    """Per spatial axis: True where both voxels of an edge are inside (None: all)."""
+    out: dict[int, Any] = {}
+    for ax in _spatial_axes(ndim):
+        n = shape[ax]
+        if n < 2:
+            continue
+        if mask is None:
+            out[ax] = None
+        else:
+            a = ax - (ndim - 3)
+            out[ax] = np.take(mask, range(n - 1), axis=a) & np.take(mask, range(1, n), axis=a)
+    return out
+
+
+def _masked_laplacian(phi: np.ndarray, edges: Mapping[int, Any]) -> np.ndarray:
+    flux = []
+    for ax, pair in edges.items():
+        d = np.diff(phi, axis=ax)
+        flux.append((ax, d if pair is None else d * pair))
+    return _divergence(flux, phi.shape)
+
+
 def laplacian_unwrap(
     phase: np.ndarray,
     mask: np.ndarray | None = None,
     *,
     consistent: bool = True,
+    max_iter: int = 100,
+    tol: float = 1e-4,
 ) -> np.ndarray:
     """Laplacian (least-squares) phase unwrapping by a DCT Poisson solve.
 
@@ -200,21 +237,25 @@ def laplacian_unwrap(
     differences ``wrap(ψ_{i+1} − ψ_i)`` (exact wherever the true phase changes by less than
     π between neighbours); the Poisson equation with Neumann boundaries is solved with
     DCT-II transforms over the spatial axes (Ghiglia & Romero 1994; the Laplacian-based
-    unwrapping of MRE tools works the same way). The solution is defined up to a constant;
-    with ``consistent`` the result is made integer-2π-consistent with the input:
+    unwrapping of MRE tools works the same way). With a mask, only edges inside it count:
+    the masked Poisson problem is solved by conjugate gradients preconditioned with the
+    same DCT solve (a few iterations for compact regions). The solution is defined up to a
+    constant; with ``consistent`` the result is made integer-2π-consistent with the input:
     ``ψ + 2πk`` with ``k = round((φ_L − c − ψ) / 2π)`` and ``c`` the circular mean offset,
-    so a smooth solver error smaller than π is removed exactly.
+    so any smooth solver error smaller than π disappears exactly.
 
     Parameters
     ----------
     phase : ndarray
         Wrapped phase, ``(..., x, y, z)`` radians (each leading index is one volume).
     mask : ndarray of bool, optional
-        ``(x, y, z)``; differences that touch a voxel outside are ignored (the solver then
-        interpolates smoothly across the outside).
+        ``(x, y, z)``; differences that touch a voxel outside are ignored and the result
+        outside is the wrapped input.
     consistent : bool
         Snap the result to ``ψ + 2πk`` (default). ``False`` returns the smooth Poisson
         solution itself (zero mean).
+    max_iter, tol : int, float
+        Conjugate-gradient limits with a mask (relative residual).
 
     Returns
     -------
@@ -224,28 +265,27 @@ def laplacian_unwrap(
     psi = np.asarray(phase, dtype=np.float32)
     axes = _spatial_axes(psi.ndim)
     m = None if mask is None else np.asarray(mask, bool)
-    rho = np.zeros_like(psi)
-    for ax in axes:
-        n = psi.shape[ax]
-        if n < 2:
-            continue
+    if m is not None and m.all():
+        m = None
+    edges = _edge_masks(m, psi.ndim, psi.shape)
+    flux = []
+    for ax, pair in edges.items():
         d = wrap(np.diff(psi, axis=ax)).astype(np.float32)
-        if m is not None:
-            a = ax - (psi.ndim - 3)
-            pair = np.take(m, range(n - 1), axis=a) & np.take(m, range(1, n), axis=a)
-            d *= pair
-        # divergence with zero flux through the box faces (Neumann)
-        lo = [(0, 0)] * psi.ndim
-        hi = [(0, 0)] * psi.ndim
-        lo[ax] = (1, 0)
-        hi[ax] = (0, 1)
-        rho += np.pad(d, hi) - np.pad(d, lo)
+        flux.append((ax, d if pair is None else d * pair))
+    rho = _divergence(flux, psi.shape)
     lam = _dct_eigenvalues([psi.shape[a] for a in axes]).astype(np.float32)
     lam.flat[0] = 1.0
-    r = sfft.dctn(rho, type=2, axes=axes, norm="ortho")
-    r /= lam
-    r[(..., 0, 0, 0)] = 0.0  # the free constant
-    phi = sfft.idctn(r, type=2, axes=axes, norm="ortho").astype(np.float32)
+
+    def poisson(r: np.ndarray) -> np.ndarray:
+        c = sfft.dctn(r, type=2, axes=axes, norm="ortho")
+        c /= lam
+        c[(..., 0, 0, 0)] = 0.0  # the free constant
+        return sfft.idctn(c, type=2, axes=axes, norm="ortho").astype(np.float32)
+
+    if m is None:
+        phi = poisson(rho)
+    else:
+        phi = _masked_cg(rho, m, edges, poisson, axes, max_iter, tol)
     if not consistent:
         return phi
     resid = phi - psi
@@ -255,7 +295,53 @@ def laplacian_unwrap(
         e = e * m
     c = np.angle(e.sum(axis=axes, keepdims=True)).astype(np.float32)
     k = np.round((resid - c) / TWO_PI)
+    if m is not None:
+        k = k * m
     return (psi + TWO_PI * k).astype(np.float32)
+
+
+def _masked_cg(
+    rho: np.ndarray,
+    m: np.ndarray,
+    edges: Mapping[int, Any],
+    poisson: Callable[[np.ndarray], np.ndarray],
+    axes: tuple[int, int, int],
+    max_iter: int,
+    tol: float,
+) -> np.ndarray:
+    """Solve ``L_mask φ = ρ`` inside ``m`` (every leading volume at once) by PCG."""
+    mf = m.astype(np.float32)
+
+    def a_op(x: np.ndarray) -> np.ndarray:
+        return -_masked_laplacian(x, edges) * mf
+
+    def precond(r: np.ndarray) -> np.ndarray:
+        return -poisson(r * mf) * mf
+
+    def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.sum(a * b, axis=axes, keepdims=True, dtype=np.float64)
+
+    b = -rho * mf
+    x = precond(b)
+    r = b - a_op(x)
+    z = precond(r)
+    p = z.copy()
+    rz = dot(r, z)
+    bnorm = np.sqrt(dot(b, b)) + 1e-30
+    for _ in range(max_iter):
+        if np.all(np.sqrt(dot(r, r)) <= tol * bnorm):
+            break
+        ap = a_op(p)
+        pap = dot(p, ap)
+        alpha = np.where(pap > 0, rz / np.where(pap > 0, pap, 1.0), 0.0).astype(np.float32)
+        x += alpha * p
+        r -= alpha * ap
+        z = precond(r)
+        rz_new = dot(r, z)
+        beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0).astype(np.float32)
+        p = z + beta * p
+        rz = rz_new
+    return x
 
 
 def _skimage_unwrap_volume(psi: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -677,6 +763,7 @@ def prepare(
     smoothing: float | Sequence[float] | None = None,
     band: tuple[float | None, float | None] | None = None,
     divergence_removal: bool = False,
+    reverse_offsets: bool = False,
     history: Sequence[Mapping[str, Any]] = (),
     source: str | None = None,
     progress: bool | Callable[[int, int], None] = False,
@@ -721,6 +808,10 @@ def prepare(
         Butterworth cut-offs in cycles/m (:func:`bandpass`).
     divergence_removal : bool
         Remove the compressional wave (needs x, y, z directions, 3-D).
+    reverse_offsets : bool
+        The offsets run backwards in time (offset ``n`` at ``t = −n/(N f)``): the harmonic is
+        conjugated. A sign that flips the loss modulus ``G''`` negative in every inversion is
+        the symptom.
     history : sequence of mapping
         Steps that already ran (e.g. the readers' phase-to-radians), recorded first.
     source : str, optional
@@ -803,42 +894,47 @@ def prepare(
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(series), desc="prepare", unit="series")
+        bar = tqdm(total=len(series), desc="prepare", unit="series", leave=False)
     found = left = 0
     harmonics = []
     wrapped_steps, unwrapped_steps = [], []
-    for i, psi in enumerate(series):
-        if psi.shape[0] < 3:
-            raise MREInputError(
-                f"{where}series {i + 1} has {psi.shape[0]} phase offset(s); the temporal "
-                "Fourier transform needs at least 3."
-            )
-        psi = wrap(psi).astype(np.float32) if unwrap_method != "none" else psi
-        phi = unwrap(psi, unwrap_method, mask=region)
-        if unwrap_method != "none":
-            phi = align_offsets(phi, psi, axis=0, mask=region)
-        found += count_wraps(psi, region)
-        left += count_wraps(phi, region)
-        harmonics.append(first_harmonic(phi, axis=0, source=source))
-        if return_steps:
-            wrapped_steps.append(psi)
-            unwrapped_steps.append(phi)
+    try:
+        for i, psi in enumerate(series):
+            if psi.shape[0] < 3:
+                raise MREInputError(
+                    f"{where}series {i + 1} has {psi.shape[0]} phase offset(s); the temporal "
+                    "Fourier transform needs at least 3."
+                )
+            psi = wrap(psi).astype(np.float32) if unwrap_method != "none" else psi
+            phi = unwrap(psi, unwrap_method, mask=region)
+            if unwrap_method != "none":
+                phi = align_offsets(phi, psi, axis=0, mask=region)
+            found += count_wraps(psi, region)
+            left += count_wraps(phi, region)
+            harmonics.append(first_harmonic(phi, axis=0, source=source))
+            if return_steps:
+                wrapped_steps.append(psi)
+                unwrapped_steps.append(phi)
+            if bar is not None:
+                bar.update(1)
+            elif callable(progress):
+                progress(i + 1, len(series))
+    finally:
         if bar is not None:
-            bar.update(1)
-        elif callable(progress):
-            progress(i + 1, len(series))
-    if bar is not None:
-        bar.close()
+            bar.close()
     n_offsets = sorted({int(s.shape[0]) for s in series})
     records.append({"step": "unwrap", "options": {"method": unwrap_method},
                     "wraps_found": found, "wraps_left": left})
     records.append({"step": "first_harmonic",
                     "options": {"harmonic": 1, "offsets": n_offsets,
+                                "reverse_offsets": bool(reverse_offsets),
                                 "convention": "u = Re{U exp(+i omega t)}"}})
 
     nd = len(labels)
     wave = np.stack(harmonics).reshape((len(freqs), nd, *grid)).astype(np.complex128)
     wave = np.moveaxis(wave, 1, -1)  # (F, x, y, z, component)
+    if reverse_offsets:
+        wave = np.conj(wave)
     if encoding_sensitivity is not None:
         wave = phase_to_displacement(wave, encoding_sensitivity)
         records.append({"step": "phase_to_displacement",

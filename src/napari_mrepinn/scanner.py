@@ -371,16 +371,20 @@ def _check_slices(pos: np.ndarray, label: str, spacing_given: bool) -> float | N
     med = float(np.median(d))
     if spacing_given:
         return med
-    gaps = np.flatnonzero(d > 1.5 * med)
-    if len(gaps):
+    base = float(d.min())
+    ratio = d / base
+    whole = np.abs(ratio - np.round(ratio)) < 0.05
+    gaps = np.flatnonzero(whole & (np.round(ratio) >= 2))
+    if len(gaps) and np.all(whole):
         i = gaps[0]
-        n_missing = round(float(d[i]) / med) - 1
+        n_missing = round(float(ratio[i])) - 1
         raise MREInputError(
             f"{label}: {n_missing} slice(s) missing between positions {pos[i]:.4g} and "
-            f"{pos[i + 1]:.4g} mm along the slice normal (spacing {med:.4g} mm elsewhere); "
-            "export the complete series, or pass --spacing MM (spacing=) to accept the uneven grid."
+            f"{pos[i + 1]:.4g} mm along the slice normal (spacing {base:.4g} mm elsewhere); "
+            "export the complete series, or pass --spacing MM (spacing=) to accept the "
+            "uneven grid."
         )
-    if np.ptp(d) > max(0.01 * med, 1e-3):
+    if np.ptp(d) > max(0.01 * base, 1e-3):
         steps = ", ".join(f"{v:.4g}" for v in d[:8])
         raise MREInputError(
             f"{label}: unequal slice spacing ({steps} mm); the inversions need evenly spaced "
@@ -614,7 +618,7 @@ def _series_table(series: Sequence[_Series]) -> str:
             extra.append(f"{s.frequency:g} Hz")
         if s.direction is not None:
             extra.append(s.direction)
-        rows.append(f"{s.label} in {s.path} ({i.get('slices', '?')} slices × "
+        rows.append(f"{s.label} in {s.folder or s.path} ({i.get('slices', '?')} slices × "
                     f"{i.get('offsets', '?')} offsets{'; ' + ', '.join(extra) if extra else ''})")
     return "; ".join(rows)
 
@@ -744,7 +748,7 @@ def _progress_bar(progress: Any, total: int, desc: str):
     if progress is True and total >= 50:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit="file")
+        return tqdm(total=total, desc=desc, unit="file", leave=False)
     return None
 
 
@@ -887,16 +891,23 @@ def load_dicom(
     mag_only: list[tuple[list[_Frame], str]] = []
     notes: list[str] = []
     done = 0
-    for p, files in zip(plist, files_per_path, strict=True):
-        by_uid: dict[str, list[_Frame]] = {}
-        for f in files:
-            for fr in _read_frames(f, spacing_given):
-                by_uid.setdefault(fr.series_uid, []).append(fr)
-            done += 1
-            if bar is not None:
-                bar.update(1)
-            elif callable(progress):
-                progress(done, total)
+    try:
+        read = []
+        for files in files_per_path:
+            by_uid: dict[str, list[_Frame]] = {}
+            for f in files:
+                for fr in _read_frames(f, spacing_given):
+                    by_uid.setdefault(fr.series_uid, []).append(fr)
+                done += 1
+                if bar is not None:
+                    bar.update(1)
+                elif callable(progress):
+                    progress(done, total)
+            read.append(by_uid)
+    finally:
+        if bar is not None:
+            bar.close()
+    for p, by_uid in zip(plist, read, strict=True):
         if not by_uid:
             raise MREInputError(
                 f"{p}: the DICOM files hold no MR images (other modalities or a DICOMDIR only); "
@@ -928,8 +939,6 @@ def load_dicom(
                 m = _stack_magnitude(mg, label, pos, grid.shape)
                 if m is not None:
                     magnitudes.append(m)
-    if bar is not None:
-        bar.close()
     if not series:
         if mag_only:
             labels = ", ".join(lbl for _, lbl in mag_only)
@@ -1042,6 +1051,13 @@ def load_phase_nifti(
             files += [(f, p) for f in found]
         else:
             files.append((p, p))
+            # dcm2niix writes the magnitude next to the phase, without the _ph suffix
+            stem = _nifti_stem(p)
+            if stem.lower().endswith("_ph"):
+                for suf in _NIFTI_SUFFIXES:
+                    sib = p.with_name(stem[:-3] + suf)
+                    if sib.exists() and all(sib != g for g, _ in files) and sib not in plist:
+                        files.append((sib, p))
     series: list[_Series] = []
     grids: list[_Grid] = []
     mags: list[tuple[np.ndarray, Path]] = []

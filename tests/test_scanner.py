@@ -302,3 +302,11 @@ def test_dicom_to_fit_matches_fitting_the_phantom(tmp_path):
     r_via = evaluate(via["mu_pred"], sl["mre"], sl["mre_mask"])["R"]
     print(f"R direct {r_direct:.3f}, via DICOM {r_via:.3f}")
     assert abs(r_via - r_direct) <= 0.02
+
+
+def test_reading_in_worker_processes_gives_the_same_example(exam, acq, monkeypatch):
+    monkeypatch.setattr(scanner, "_PARALLEL_MIN_FILES", 10)
+    one = scanner.load_dicom(exam, frequency=60, directions=["z", "y", "x"])
+    two = scanner.load_dicom(exam, frequency=60, directions=["z", "y", "x"], workers=2)
+    np.testing.assert_array_equal(one.wave.values, two.wave.values)
+    np.testing.assert_array_equal(one.anat.values, two.anat.values)

@@ -138,8 +138,9 @@ def phase_to_radians(
 
 
 def wrap(phase: np.ndarray) -> np.ndarray:
-    """Phase wrapped into ``[−π, π)``."""
-    return (np.asarray(phase) + np.pi) % TWO_PI - np.pi
+    """Phase wrapped into ``[−π, π]`` (the nearest value modulo 2π)."""
+    phase = np.asarray(phase)
+    return phase - TWO_PI * np.rint(phase / TWO_PI)
 
 
 # ====================================================================== 2. unwrapping
@@ -192,11 +193,12 @@ def _divergence(flux: list[tuple[int, np.ndarray]], shape: tuple[int, ...]) -> n
     """Divergence of edge flows along the given axes, zero flux through the box faces."""
     out = np.zeros(shape, np.float32)
     for ax, d in flux:
-        lo = [(0, 0)] * len(shape)
-        hi = [(0, 0)] * len(shape)
-        lo[ax] = (1, 0)
-        hi[ax] = (0, 1)
-        out += np.pad(d, hi) - np.pad(d, lo)
+        head = [slice(None)] * len(shape)
+        tail = [slice(None)] * len(shape)
+        head[ax] = slice(0, -1)
+        tail[ax] = slice(1, None)
+        out[tuple(head)] += d
+        out[tuple(tail)] -= d
     return out
 
 
@@ -289,15 +291,30 @@ def laplacian_unwrap(
     if not consistent:
         return phi
     resid = phi - psi
-    # circular mean offset of every volume (over the mask), then whole turns
-    e = np.exp(1j * resid)
-    if m is not None:
-        e = e * m
-    c = np.angle(e.sum(axis=axes, keepdims=True)).astype(np.float32)
-    k = np.round((resid - c) / TWO_PI)
+    # circular mean offset of every volume (over the mask, on a subsample), then whole turns
+    c = _circular_mean(resid, m, axes)
+    k = np.rint((resid - c) / TWO_PI)
     if m is not None:
         k = k * m
     return (psi + TWO_PI * k).astype(np.float32)
+
+
+def _subsample(mask: np.ndarray | None, shape: Sequence[int], n_max: int = 65536) -> np.ndarray:
+    """Flat indices of at most ``n_max`` evenly spread voxels (inside ``mask``)."""
+    if mask is None:
+        size = int(np.prod(shape))
+        return np.arange(0, size, max(1, size // n_max))
+    idx = np.flatnonzero(mask)
+    return idx[:: max(1, len(idx) // n_max)]
+
+
+def _circular_mean(resid: np.ndarray, mask: np.ndarray | None,
+                   axes: tuple[int, int, int]) -> np.ndarray:
+    """Circular mean of ``resid`` over the spatial axes of every volume, keepdims."""
+    idx = _subsample(mask, resid.shape[-3:])
+    flat = resid.reshape((*resid.shape[:-3], -1))[..., idx].astype(np.float64)
+    c = np.arctan2(np.sin(flat).sum(-1), np.cos(flat).sum(-1))
+    return c.astype(np.float32)[..., None, None, None]
 
 
 def _masked_cg(
@@ -435,9 +452,12 @@ def align_offsets(
     if not m.any():
         m = np.ones(u.shape[-3:], bool)
 
+    idx = _subsample(m, m.shape)
+
     def turns(x: np.ndarray) -> np.ndarray:
-        # median over the masked voxels of every leading volume
-        return np.round(np.median(x[..., m], axis=-1) / TWO_PI)[..., None, None, None]
+        # median over (a subsample of) the masked voxels of every leading volume
+        flat = x.reshape((*x.shape[:-3], -1))[..., idx]
+        return np.rint(np.median(flat, axis=-1) / TWO_PI)[..., None, None, None]
 
     u[0] -= TWO_PI * turns(u[0])
     for n in range(1, u.shape[0]):

@@ -33,6 +33,7 @@ within each frequency, direction by direction.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -64,6 +65,8 @@ _FREQ_KEYS = ("frequency", "frequency_hz", "frequencies", "frequencies_hz", "mre
 _DIR_KEYS = ("direction", "directions", "motion_encoding_direction",
              "motion_encoding_directions", "encoding_direction", "encoding_directions")
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# below this many files, starting worker processes costs more than it saves
+_PARALLEL_MIN_FILES = 512
 
 
 # ====================================================================== frames
@@ -188,6 +191,35 @@ def _seq_item(ds: Any, name: str) -> Any:
     return seq[0] if seq is not None and len(seq) else None
 
 
+_PLAIN_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit/explicit VR LE
+
+
+def _pixels(ds: Any, f: Path, signed: bool) -> np.ndarray:
+    """Stored pixel values, ``(rows, cols)`` or ``(frames, rows, cols)``.
+
+    Uncompressed little-endian 16-bit data (what MR scanners write) is read straight from
+    the buffer, several times faster than ``pixel_array``; anything else goes through
+    pydicom's decoders.
+    """
+    try:
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        if (syntax in _PLAIN_SYNTAXES and int(ds.BitsAllocated) == 16
+                and int(getattr(ds, "SamplesPerPixel", 1)) == 1):
+            raw = ds.PixelData
+            if len(raw) < rows * cols * n * 2:
+                raise ValueError(f"{len(raw)} bytes of pixel data, {rows * cols * n * 2} expected")
+            arr = np.frombuffer(raw, "<i2" if signed else "<u2", count=rows * cols * n)
+            return arr.reshape((n, rows, cols) if n > 1 else (rows, cols))
+        return np.asarray(ds.pixel_array)
+    except Exception as exc:
+        raise MREInputError(
+            f"{f}: truncated or damaged pixel data ({exc}); copy the file again from the "
+            "scanner or remove it."
+        ) from None
+
+
 def _read_frames(f: Path, spacing_given: bool) -> list[_Frame]:
     """Frames of one DICOM file (none when it holds no MR image)."""
     import pydicom
@@ -210,19 +242,13 @@ def _read_frames(f: Path, spacing_given: bool) -> list[_Frame]:
             f"{f}: the MR image has no pixel data (the file is truncated); copy it again from "
             "the scanner or remove it."
         )
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise MREInputError(
-            f"{f}: truncated or damaged pixel data ({exc}); copy the file again from the "
-            "scanner or remove it."
-        ) from None
+    bits = int(getattr(ds, "BitsStored", 16) or 16)
+    signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
+    pixels = _pixels(ds, f, signed)
     series_uid = str(getattr(ds, "SeriesInstanceUID", "")) or str(f.parent)
     number = getattr(ds, "SeriesNumber", None)
     number = int(number) if number not in (None, "") else None
     desc = str(getattr(ds, "SeriesDescription", "") or "")
-    bits = int(getattr(ds, "BitsStored", 16) or 16)
-    signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
 
     def geometry(pos: Any, iop: Any, ps: Any, where: str) -> tuple:
         if pos is None or iop is None:
@@ -313,6 +339,58 @@ def _read_frames(f: Path, spacing_given: bool) -> list[_Frame]:
             bits=bits, signed=signed, pixels=stack[i],
         ))
     return frames
+
+
+def _read_chunk(files: Sequence[Path], spacing_given: bool) -> list[list[_Frame]]:
+    return [_read_frames(f, spacing_given) for f in files]
+
+
+def _read_all(
+    files: list[Path],
+    spacing_given: bool,
+    workers: int,
+    bar: Any,
+    progress: Any,
+) -> list[list[_Frame]]:
+    """Frames of every file, in order; ``workers > 1`` reads in that many processes."""
+    total = len(files)
+    out: list[list[_Frame]] = []
+
+    def advance(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+        elif callable(progress):
+            progress(len(out), total)
+
+    try:
+        if workers <= 1 or total < _PARALLEL_MIN_FILES:
+            for f in files:
+                out.append(_read_frames(f, spacing_given))
+                advance(1)
+            return out
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # "spawn": safe in threaded programs (napari, torch); the reading is pure Python,
+        # so processes, not threads, use the cores
+        n_chunks = min(total, workers * 8)
+        bounds = np.linspace(0, total, n_chunks + 1).astype(int)
+        chunks = [files[a:b] for a, b in itertools.pairwise(bounds)]
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_read_chunk, c, spacing_given) for c in chunks]
+            try:
+                for c, fut in zip(chunks, futures, strict=True):
+                    out.extend(fut.result())
+                    advance(len(c))
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+        return out
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 # ====================================================================== one series
@@ -827,6 +905,7 @@ def load_dicom(
     spacing: float | Sequence[float] | None = None,
     phase_range: tuple[float, float] | str | None = None,
     progress: bool | Callable[[int, int], None] = False,
+    workers: int = 1,
     **prepare_options: Any,
 ) -> MREExample:
     """Read MRE DICOM phase images and prepare the complex wave field.
@@ -851,6 +930,10 @@ def load_dicom(
         Rescaled values that map to −π and +π (default: the full stored range).
     progress : bool or callable
         A tqdm bar over the files (and series) for big exams, or ``callback(done, total)``.
+    workers : int
+        Processes that read the files (pydicom is pure Python, so processes use the cores).
+        More than 1 starts fresh interpreters ("spawn"): a script calling this must guard
+        its top level with ``if __name__ == "__main__":``.
     **prepare_options
         Passed to :func:`napari_mrepinn.preprocess.prepare` (``mask``, ``mask_threshold``,
         ``smoothing``, ``band``, ``divergence_removal``, ``encoding_sensitivity``).
@@ -890,23 +973,17 @@ def load_dicom(
     magnitudes: list[np.ndarray] = []
     mag_only: list[tuple[list[_Frame], str]] = []
     notes: list[str] = []
-    done = 0
-    try:
-        read = []
-        for files in files_per_path:
-            by_uid: dict[str, list[_Frame]] = {}
-            for f in files:
-                for fr in _read_frames(f, spacing_given):
-                    by_uid.setdefault(fr.series_uid, []).append(fr)
-                done += 1
-                if bar is not None:
-                    bar.update(1)
-                elif callable(progress):
-                    progress(done, total)
-            read.append(by_uid)
-    finally:
-        if bar is not None:
-            bar.close()
+    frames_per_file = _read_all([f for files in files_per_path for f in files],
+                                spacing_given, workers, bar, progress)
+    read = []
+    i = 0
+    for files in files_per_path:
+        by_uid: dict[str, list[_Frame]] = {}
+        for frames in frames_per_file[i:i + len(files)]:
+            for fr in frames:
+                by_uid.setdefault(fr.series_uid, []).append(fr)
+        i += len(files)
+        read.append(by_uid)
     for p, by_uid in zip(plist, read, strict=True):
         if not by_uid:
             raise MREInputError(
@@ -1013,6 +1090,7 @@ def load_phase_nifti(
     phase_range: tuple[float, float] | str | None = None,
     bits_stored: int = 12,
     progress: bool | Callable[[int, int], None] = False,
+    workers: int = 1,
     **prepare_options: Any,
 ) -> MREExample:
     """Read raw MRE phase series from NIfTI files as dcm2niix writes them.
@@ -1030,6 +1108,8 @@ def load_phase_nifti(
     bits_stored : int
         Stored bit depth of integer phase data (dcm2niix does not record it; 12 for
         most MRE sequences): the full range maps to −π…π.
+    workers : int
+        Accepted for symmetry with :func:`load_dicom`; NIfTI files are read in one process.
 
     Returns
     -------

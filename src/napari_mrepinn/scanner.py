@@ -936,7 +936,9 @@ def load_dicom(
         its top level with ``if __name__ == "__main__":``.
     **prepare_options
         Passed to :func:`napari_mrepinn.preprocess.prepare` (``mask``, ``mask_threshold``,
-        ``smoothing``, ``band``, ``divergence_removal``, ``encoding_sensitivity``).
+        ``smoothing``, ``band``, ``divergence_removal``, ``reverse_offsets``,
+        ``encoding_sensitivity``; ``return_steps=True`` returns ``(example, steps)`` with the
+        wrapped and unwrapped phase for display).
 
     Returns
     -------

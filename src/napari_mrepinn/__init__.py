@@ -37,6 +37,9 @@ _SUBMODULES = {
     "io",
     "figures",
     "benchmark",
+    "preprocess",
+    "scanner",
+    "acquisition",
 }
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "Resampler",
     "WaveEquation",
     "__version__",
+    "acquisition",
     "baselines",
     "benchmark",
     "data",
@@ -58,6 +62,8 @@ __all__ = [
     "msae_loss",
     "networks",
     "physics",
+    "preprocess",
+    "scanner",
     "simulate",
     "training",
 ]
@@ -78,6 +84,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
     from . import (
+        acquisition,
         baselines,
         benchmark,
         data,
@@ -86,6 +93,8 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
         metrics,
         networks,
         physics,
+        preprocess,
+        scanner,
         simulate,
         training,
     )

@@ -160,7 +160,8 @@ def acquire(
     if "anat" in ds:
         a = np.asarray(ds["anat"].values, float)
         a = a.reshape((nx, ny, nz, -1)).mean(axis=-1) if a.ndim > 2 else a[..., None]
-        mag = 0.2 + np.abs(a) / max(float(np.abs(a).max()), 1e-12)
+        # air stays dark (a little signal, so its phase is noise, as in a scanner)
+        mag = 0.02 + np.abs(a) / max(float(np.abs(a).max()), 1e-12)
     else:
         # some contrast between regions, so the anatomy shows the targets
         mag = np.where(lab > 1, 0.8, 1.0) * (lab > 0) + 0.05

@@ -326,3 +326,25 @@ def test_body_in_air_is_masked_and_recovered(tmp_path_factory, unwrap):
     assert (mask == body).mean() > 0.95
     assert ex.ds.attrs["wraps_left"] == 0
     assert correlation(ex.wave.values[..., 0][mask], acq.wave[0, ..., 0][mask]) > 0.97
+
+
+@pytest.mark.parametrize("parts", ["real_imag", "ge_real_imag"])
+def test_phase_from_real_and_imaginary_images(acq, phantom, tmp_path, parts):
+    # ImageType R/I, or only GE's private image-type tag (0043,102F) = 2/3 (magnitude 0)
+    paths = aq.write_dicom(acq, tmp_path, parts=parts)
+    ds = pydicom.dcmread(next(paths[0].glob("*_re_*.dcm")))
+    assert ds.PixelRepresentation == 1
+    ex = scanner.load_dicom(paths, frequency=60, directions=["z", "y", "x"])
+    assert_recovers(ex, phantom, acq)
+    assert "anat" in ex
+    steps = json.loads(ex.ds.attrs["preprocessing_json"])
+    assert "real and imaginary" in steps[0]["series"][0]["phase_range"]
+
+
+def test_ge_private_image_type_read_as_raw_bytes():
+    # without a private dictionary (implicit VR) the value arrives as two raw bytes
+    from pydicom.dataelem import DataElement
+
+    assert scanner._ge_kind(DataElement((0x0043, 0x102F), "UN", b"\x01\x00")) == "P"
+    assert scanner._ge_kind(DataElement((0x0043, 0x102F), "SS", 3)) == "I"
+    assert scanner._ge_kind(None) == ""

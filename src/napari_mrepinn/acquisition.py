@@ -256,6 +256,7 @@ def write_dicom(
     temporal: str = "position",
     reverse_slices: bool = True,
     sidecar: bool = False,
+    parts: str = "phase",
 ) -> list[Path]:
     """Write the acquisition as MR DICOM, one series per frequency and direction.
 
@@ -288,6 +289,10 @@ def write_dicom(
     sidecar : bool
         Also write ``mre.json`` with the frequencies and directions (for tests of the
         sidecar path).
+    parts : {"phase", "real_imag", "ge_real_imag"}
+        Phase images; or real and imaginary images (signed 16-bit, ImageType ``R``/``I``);
+        or real and imaginary told apart only by GE's private image-type tag (0043,102F)
+        (2, 3; magnitude 0) with ImageType ``ORIGINAL\\PRIMARY\\OTHER``. Classic MR only.
 
     Returns
     -------
@@ -297,6 +302,9 @@ def write_dicom(
     """
     import pydicom  # noqa: F401  (fail early with a clear import error)
 
+    if parts not in ("phase", "real_imag", "ge_real_imag") or (enhanced and parts != "phase"):
+        raise MREInputError(f"parts must be 'phase' (or 'real_imag'/'ge_real_imag' for classic "
+                            f"files), not {parts!r}.")
     if magnitude not in ("same", "separate", "none"):
         raise MREInputError(f"magnitude must be 'same', 'separate' or 'none', not {magnitude!r}.")
     if temporal not in ("position", "trigger", "instance"):
@@ -330,9 +338,16 @@ def write_dicom(
                 "spacing": acq.spacing, "origin": acq.origin,
                 "frequency": acq.frequencies[f], "bits": bits_stored,
             }
-            images = [("P", stored[f, d], slope, intercept)]
+            if parts == "phase":
+                images = [("P", stored[f, d], slope, intercept)]
+            else:
+                signal = acq.magnitude[f, d] * np.exp(1j * acq.phase[f, d]) / top * 2000.0
+                ge = parts == "ge_real_imag"
+                images = [(k, np.round(v).astype(np.int16), 1.0, 0.0, _signed_part(k, ge))
+                          for k, v in (("R", signal.real), ("I", signal.imag))]
             if magnitude == "same":
-                images.append(("M", mstored[f, d], 1.0, 0.0))
+                images.append(("M", mstored[f, d], 1.0, 0.0,
+                               _signed_part("M", True) if parts == "ge_real_imag" else {}))
             writer = _write_enhanced if enhanced else _write_classic
             out = writer(target, name, images, common, temporal=temporal,
                          reverse=reverse_slices)
@@ -418,8 +433,9 @@ def _write_classic(target: Path, name: str, images, common: dict, *, temporal: s
     sp = common["spacing"]
     z_order = list(range(nz))[::-1] if reverse else list(range(nz))
     instance = 0
-    for kind, stored, slope, intercept in images:
-        itype = ["ORIGINAL", "PRIMARY", kind, "ND"]
+    for kind, stored, slope, intercept, *extra in images:
+        attrs = extra[0] if extra else {}
+        itype = attrs.get("ImageType", ["ORIGINAL", "PRIMARY", kind, "ND"])
         for t in range(nt):
             for z in z_order:
                 instance += 1
@@ -442,11 +458,28 @@ def _write_classic(target: Path, name: str, images, common: dict, *, temporal: s
                 if temporal in ("position", "trigger"):
                     ds.TriggerTime = _ds_number(t * period_ms / nt)
                 # rows run along y, columns along x
+                for key, value in attrs.items():
+                    if key == "private":
+                        ds.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(
+                            0x2F, "SS", value)
+                    elif key != "ImageType":
+                        setattr(ds, key, value)
                 ds.PixelData = np.ascontiguousarray(stored[t, :, :, z].T).tobytes()
-                kind_tag = "ph" if kind == "P" else "mag"
+                kind_tag = {"P": "ph", "M": "mag", "R": "re", "I": "im"}[kind]
                 ds.save_as(target / f"{name}_{kind_tag}_{instance:05d}.dcm",
                            enforce_file_format=True)
     return target
+
+
+def _signed_part(kind: str, ge: bool) -> dict:
+    """Attributes of a real/imaginary (signed) image, GE style or with ImageType R/I."""
+    out: dict = {}
+    if kind in ("R", "I"):
+        out = {"PixelRepresentation": 1, "BitsStored": 16, "HighBit": 15}
+    if ge:
+        out["ImageType"] = ["ORIGINAL", "PRIMARY", "OTHER"]
+        out["private"] = {"M": 0, "P": 1, "R": 2, "I": 3}[kind]
+    return out
 
 
 def _dot(position: Sequence[str], normal: np.ndarray) -> float:

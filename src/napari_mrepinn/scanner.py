@@ -78,7 +78,7 @@ class _Frame:
     series_uid: str
     series_number: int | None
     description: str
-    kind: str  # "P", "M" or ""
+    kind: str  # "P", "M", "R", "I" or ""
     position: np.ndarray  # mm, patient coordinates of the first pixel centre
     row: np.ndarray
     col: np.ndarray
@@ -92,6 +92,7 @@ class _Frame:
     bits: int
     signed: bool
     pixels: np.ndarray  # (rows, cols) stored values
+    radians: bool = False  # pixels already radians (phase from real/imaginary parts)
 
 
 @dataclass
@@ -168,14 +169,36 @@ def is_dicom_folder(path: PathLike, *, max_files: int = 200) -> bool:
 
 
 def _image_kind(image_type: Iterable[str] | None) -> str:
+    """"P" phase, "M" magnitude, "R"/"I" real/imaginary part, or "" from ImageType values.
+
+    Siemens writes ``P``/``M``/``R``/``I`` as the third value, Philips ``PHASE`` and
+    ``P_FFE``-style tokens; the first match in the order phase, magnitude, real, imaginary
+    wins.
+    """
     tokens = [str(t).upper() for t in (image_type or [])]
-    for t in tokens:
-        if t in ("P", "PHASE", "PHASE MAP") or t.startswith("P_"):
-            return "P"
-    for t in tokens:
-        if t in ("M", "MAGNITUDE") or t.startswith("M_"):
-            return "M"
+    rules = (
+        ("P", ("P", "PHASE", "PHASE MAP"), "P_"),
+        ("M", ("M", "MAGNITUDE"), "M_"),
+        ("R", ("R", "REAL"), "R_"),
+        ("I", ("I", "IMAGINARY"), "I_"),
+    )
+    for kind, names, prefix in rules:
+        if any(t in names or t.startswith(prefix) for t in tokens):
+            return kind
     return ""
+
+
+def _ge_kind(element: Any) -> str:
+    """GE's private image type (0043,102F): 0 magnitude, 1 phase, 2 real, 3 imaginary."""
+    if element is None:
+        return ""
+    value = element.value
+    try:
+        if isinstance(value, bytes):  # implicit VR or no private dictionary: raw SS
+            value = int.from_bytes(value[:2], "little", signed=True)
+        return {0: "M", 1: "P", 2: "R", 3: "I"}.get(int(value), "")
+    except (TypeError, ValueError):
+        return ""
 
 
 def _float(value: Any) -> float | None:
@@ -266,13 +289,7 @@ def _read_frames(f: Path, spacing_given: bool) -> list[_Frame]:
 
     frames: list[_Frame] = []
     if sop == _MR_STORAGE:
-        kind = _image_kind(getattr(ds, "ImageType", None))
-        ge = ds.get((0x0043, 0x102F))
-        if not kind and ge is not None:  # GE private image type: 0 mag, 1 phase
-            try:
-                kind = {0: "M", 1: "P"}.get(int(ge.value), "")
-            except (TypeError, ValueError):
-                pass
+        kind = _image_kind(getattr(ds, "ImageType", None)) or _ge_kind(ds.get((0x0043, 0x102F)))
         pos, row, col, ps = geometry(getattr(ds, "ImagePositionPatient", None),
                                      getattr(ds, "ImageOrientationPatient", None),
                                      getattr(ds, "PixelSpacing", None), "")
@@ -312,7 +329,8 @@ def _read_frames(f: Path, spacing_given: bool) -> list[_Frame]:
         kind = ""
         if ft is not None:
             comp = str(getattr(ft, "ComplexImageComponent", "") or "").upper()
-            kind = {"PHASE": "P", "MAGNITUDE": "M"}.get(comp, "") or _image_kind(
+            kind = {"PHASE": "P", "MAGNITUDE": "M", "REAL": "R",
+                    "IMAGINARY": "I"}.get(comp, "") or _image_kind(
                 getattr(ft, "FrameType", None))
         kind = kind or top_kind
         pp, po, pm = (item(fg, s) for s in ("PlanePositionSequence",
@@ -567,7 +585,13 @@ def _stack_phase(
         raise MREInputError(f"{label}: BitsStored/PixelRepresentation differ between images.")
     bits_v, signed_v = bits.pop(), signed.pop()
     uniform = np.ptp(slope) == 0 and np.ptp(inter) == 0
-    if uniform:
+    n_radians = sum(fr.radians for fr in frames)
+    if n_radians == len(frames):
+        phase = stored.astype(np.float32)
+        phase_range = "radians (angle of the real and imaginary images)"
+    elif n_radians:
+        raise MREInputError(f"{label}: mixes phase images with real/imaginary pairs.")
+    elif uniform:
         phase = phase_to_radians(stored, slope=float(slope.flat[0]),
                                  intercept=float(inter.flat[0]), bits_stored=bits_v,
                                  signed=signed_v, value_range=phase_range, source=label)
@@ -597,6 +621,38 @@ def _stack_phase(
         source=label,
     )
     return phase, grid, info, pos
+
+
+def _from_real_imag(
+    re: Sequence[_Frame], im: Sequence[_Frame], label: str
+) -> tuple[list[_Frame], list[_Frame]]:
+    """Phase (radians) and magnitude frames from matching real and imaginary images.
+
+    Images are matched by slice position, then in offset order within the slice.
+    """
+    from dataclasses import replace
+
+    pos_r, slices_r = _group_slices(re, label)
+    pos_i, slices_i = _group_slices(im, label)
+    if len(pos_r) != len(pos_i) or not np.allclose(pos_r, pos_i, atol=1e-2) or any(
+        len(a) != len(b) for a, b in zip(slices_r, slices_i, strict=True)
+    ):
+        raise MREInputError(
+            f"{label}: the real and imaginary images do not pair up (different slices or "
+            "counts); export both parts completely, or the phase images."
+        )
+    order_r = _temporal_order(re, slices_r)
+    order_i = _temporal_order(im, slices_i)
+    phase, mag = [], []
+    for sr, si in zip(slices_r, slices_i, strict=True):
+        sr = sorted(sr, key=lambda fr: float(getattr(fr, order_r)))
+        si = sorted(si, key=lambda fr: float(getattr(fr, order_i)))
+        for a, b in zip(sr, si, strict=True):
+            z = (a.pixels * a.slope + a.intercept) + 1j * (b.pixels * b.slope + b.intercept)
+            phase.append(replace(a, kind="P", pixels=np.angle(z).astype(np.float32),
+                                 radians=True, slope=1.0, intercept=0.0))
+            mag.append(replace(a, kind="M", pixels=np.abs(z), slope=1.0, intercept=0.0))
+    return phase, mag
 
 
 def _stack_magnitude(frames: Sequence[_Frame], label: str, pos: np.ndarray,
@@ -999,6 +1055,11 @@ def load_dicom(
             label = _series_label(frames)
             ph = [fr for fr in frames if fr.kind == "P"]
             mg = [fr for fr in frames if fr.kind == "M"]
+            re = [fr for fr in frames if fr.kind == "R"]
+            im = [fr for fr in frames if fr.kind == "I"]
+            if not ph and re and im:
+                ph, from_parts = _from_real_imag(re, im, label)
+                mg = mg or from_parts
             if not ph:
                 if mg:
                     mag_only.append((mg, label))

@@ -284,6 +284,7 @@ def test_cli_import(exam, tmp_path, capsys):
 
 # ---------------------------------------------------------------------- whole chain
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # two full fits: minutes each on 2 cores, longer on a busy machine
 def test_dicom_to_fit_matches_fitting_the_phantom(tmp_path):
     """DICOM → import → fit on the four-target slice: R within 0.02 of the direct fit."""
     from napari_mrepinn.metrics import evaluate

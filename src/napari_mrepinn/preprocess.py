@@ -101,7 +101,11 @@ def phase_to_radians(
         If values fall outside the range (the range then is wrong: pass ``value_range``).
     """
     where = f"{source}: " if source else ""
-    rescaled = np.asarray(stored, dtype=np.float64) * float(slope) + float(intercept)
+    stored = np.asarray(stored)
+    # float32 holds 16-bit stored values exactly; big exams halve their memory
+    dtype = np.float32 if stored.dtype.itemsize <= 2 or stored.dtype == np.float32 \
+        else np.float64
+    rescaled = stored.astype(dtype) * dtype(slope) + dtype(intercept)
     if isinstance(value_range, str):
         if value_range != "radians":
             raise MREInputError(
@@ -134,7 +138,10 @@ def phase_to_radians(
                 "that maps to −π…π; pass the scanner's phase range (phase_range=(low, high) "
                 "or --phase-range LOW HIGH, or 'radians')."
             )
-    return (-np.pi + TWO_PI * (rescaled - lo) / (hi - lo)).astype(np.float32)
+    out = rescaled - dtype(lo)
+    out *= dtype(TWO_PI / (hi - lo))
+    out -= dtype(np.pi)
+    return out.astype(np.float32, copy=False)
 
 
 def wrap(phase: np.ndarray) -> np.ndarray:

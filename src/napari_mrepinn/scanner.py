@@ -571,7 +571,7 @@ def _stack_phase(
         sz = dz * 1e-3 if dz is not None else sx
     origin = (float(f0.position @ f0.row) * 1e-3, float(f0.position @ f0.col) * 1e-3,
               float(pos[0]) * 1e-3)
-    stored = np.empty((n_off, cols, rows, len(slices)), np.float64)
+    stored = np.empty((n_off, cols, rows, len(slices)), np.float32)  # 16-bit values exact
     slope = np.empty((n_off, 1, 1, len(slices)))
     inter = np.empty_like(slope)
     for z, s in enumerate(slices):
@@ -1213,7 +1213,9 @@ def load_phase_nifti(
         kind = _nifti_kind(f, meta)
         try:
             img = nib.load(str(f))
-            raw = np.asarray(img.dataobj.get_unscaled())
+            # each file is decompressed once: magnitudes scaled, phases as stored
+            raw = np.asarray(img.dataobj, np.float32) if kind == "M" \
+                else np.asarray(img.dataobj.get_unscaled())
         except Exception as exc:
             raise MREInputError(
                 f"{f}: not a readable NIfTI file ({type(exc).__name__}: {exc}). Is it truncated?"
@@ -1221,7 +1223,7 @@ def load_phase_nifti(
         if bar is not None:
             bar.update(1)
         if kind == "M":
-            mags.append((np.asarray(img.dataobj, np.float64), f))
+            mags.append((raw, f))
             continue
         if raw.ndim not in (4, 5):
             raise MREInputError(

@@ -512,7 +512,7 @@ def _write_enhanced(target: Path, name: str, images, common: dict, *, temporal: 
     frames = []
     pixels = []
     z_order = list(range(nz))[::-1] if reverse else list(range(nz))
-    for kind, stored, slope, intercept in images:
+    for kind, stored, slope, intercept, *_ in images:
         for t in range(nt):
             for z in z_order:
                 fr = Dataset()

@@ -49,6 +49,9 @@ _SUBMODULES = {
     "kmdev",
     "readouts",
     "stats",
+    "preprocess",
+    "scanner",
+    "acquisition",
 }
 
 __all__ = [
@@ -62,6 +65,7 @@ __all__ = [
     "TrainingConfig",
     "WaveEquation",
     "__version__",
+    "acquisition",
     "baselines",
     "batch",
     "benchmark",
@@ -79,8 +83,10 @@ __all__ = [
     "msae_loss",
     "networks",
     "physics",
+    "preprocess",
     "readouts",
     "recipe",
+    "scanner",
     "simulate",
     "stats",
     "training",
@@ -102,6 +108,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
     from . import (
+        acquisition,
         baselines,
         batch,
         benchmark,
@@ -116,8 +123,10 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
         metrics,
         networks,
         physics,
+        preprocess,
         readouts,
         recipe,
+        scanner,
         simulate,
         stats,
         training,

@@ -957,3 +957,34 @@ register_reader(Reader(
 register_reader(Reader(
     "mat", "a BIOQIC-style MATLAB file (v5 or v7.3)", ("*.mat",),
     lambda p: p.is_file() and p.name.lower().endswith(".mat"), _load_mat))
+
+
+# scanner data (napari_mrepinn.scanner, imported when a path is checked: pydicom is heavy)
+def _claims_dicom(p: Path) -> bool:
+    from .scanner import is_dicom_folder
+
+    return is_dicom_folder(p)
+
+
+def _claims_phase_nifti(p: Path) -> bool:
+    from .scanner import is_phase_nifti
+
+    if p.is_dir():
+        return any(is_phase_nifti(f) for f in _nifti_files(p))
+    return is_phase_nifti(p)
+
+
+def _load_scanner(p: Path, frequency: Any, spacing: Any, components: Any) -> MREExample:
+    from .scanner import import_exam
+
+    # the wave's components are the motion-encoding directions of the series
+    return import_exam([p], frequency=frequency, spacing=spacing, directions=components)
+
+
+register_reader(Reader(
+    "dicom", "a folder of MRE DICOM phase (and magnitude) images, with the frequency and "
+    "directions in an mre.json sidecar or given", ("*.dcm", "*.ima"), _claims_dicom,
+    _load_scanner))
+register_reader(Reader(
+    "phase-nifti", "raw MRE phase series in NIfTI as dcm2niix writes them (*_ph.nii[.gz] "
+    "with its JSON sidecar)", ("*.nii", "*.nii.gz"), _claims_phase_nifti, _load_scanner))

@@ -282,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="moved to benchmarks/gui_overhead.py (needs Qt); says how to run it")
     p.add_argument("-o", "--output", help="write the results as JSON here")
     p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for torch (default 0: the default policy, one thread "
-                   "on machines with two cores or fewer)")
+                   help="CPU threads for torch, in this process and in the thread-policy "
+                   "fits (default 0: the default policy, one thread on machines with two "
+                   "cores or fewer)")
     p.set_defaults(func=cmd_benchmark)
     return parser
 

@@ -237,8 +237,8 @@ def main(args: Any) -> int:
     args : argparse.Namespace
         ``quick`` (bool), ``device`` (None, ``"cpu"`` or ``"cuda"``), ``skip_accuracy``,
         ``skip_contention``, ``contention_only`` (bool), ``threads`` (int, 0 = the default
-        policy), ``output`` (None or a JSON path); ``gui_overhead`` (bool) only says where
-        that measurement went.
+        policy; also the threads of the contention fits), ``output`` (None or a JSON
+        path); ``gui_overhead`` (bool) only says where that measurement went.
 
     Returns
     -------
@@ -258,7 +258,7 @@ def main(args: Any) -> int:
     threads = int(getattr(args, "threads", 0) or 0)
     if threads < 0:
         raise MREInputError(f"--threads must be ≥ 0 (0 = the default policy), got {threads}.")
-    cfg.threads = threads
+    cfg.threads = cfg.contention_threads = threads
     devices = _resolve_devices(getattr(args, "device", None))
     result = run_benchmark(cfg, devices=devices, parts=_parts(args),
                            log=lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -32,7 +32,10 @@ __all__ = ["CONDITIONS", "TARGETS", "measure_contention"]
 CONDITIONS = ("idle", "busy", "torch")
 #: slowdown targets of issue 10 (ratio to the idle fit of the same round)
 TARGETS = {"busy": 1.5, "torch": 2.0}
-_SPIN = "while True: pass"
+#: a pure-Python spin loop that ends when its parent does (checked every ~10-50 ms), so a
+#: benchmark killed outright leaves no spinning process behind
+_SPIN = ("import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n"
+         "    for _ in range(100_000): pass")
 _CHILD = ("import sys; from napari_mrepinn.benchmark.contention import _fit_child; "
           "_fit_child(sys.argv[1])")
 #: seconds a fit may take (generous: a loaded shared machine)
@@ -41,8 +44,8 @@ _TIMEOUT = 1800
 
 def _fit_child(spec_json: str) -> None:
     """Subprocess entry: one fit of the recipe, then its training times as one JSON line;
-    with ``loop``, fits again and again until killed (printing ``ready`` once, when the
-    first starts training)."""
+    with ``loop``, fits again and again until killed or orphaned (printing ``ready`` once,
+    when the first starts training)."""
     from ..config import TrainingConfig
     from ..data import MREExample
     from ..recipe import fit
@@ -67,9 +70,10 @@ def _fit_child(spec_json: str) -> None:
                          cpu_s=time.process_time() - clock["c0"])
 
     clock: dict[str, Any] = {}
+    parent = os.getppid()
     while True:
         fit(example, config, progress=False, callbacks=[TrainClock()])
-        if not spec["loop"]:
+        if not spec["loop"] or os.getppid() != parent:
             break
     print(json.dumps({k: clock[k] for k in ("train_s", "cpu_s", "threads")}), flush=True)
 

@@ -10,6 +10,13 @@ Units inside the library are SI: metres, hertz, pascals, kg/m³.
 from __future__ import annotations
 
 import importlib
+import os
+
+# torch's OpenMP threads spin while they wait for work: beside any other busy process a
+# multi-thread fit burned 11× the CPU (45.6 vs 4.0 CPU-s) and ran many times slower
+# (`mrepinn benchmark --contention-only --threads 2`). Passive waiting must be chosen before
+# torch is imported, so it is set here, unless the user has chosen otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"

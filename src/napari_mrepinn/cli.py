@@ -365,7 +365,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from . import benchmark
 
-    _set_threads(args.threads)
     return benchmark.main(args)
 
 
@@ -499,17 +498,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "thousands of files on idle cores)")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("benchmark", help="time the training paths and the baselines")
+    p = sub.add_parser("benchmark", help="time the training paths, the baselines and the "
+                       "thread policy under load")
     p.add_argument("--quick", action="store_true", help="fewer repeats and iterations")
     p.add_argument("--device", help="cpu or cuda (default: cpu, and cuda when available)")
     p.add_argument("--skip-accuracy", action="store_true",
-                   help="only time iterations, skip the time-to-accuracy runs")
+                   help="skip the time-to-accuracy runs")
+    p.add_argument("--skip-contention", action="store_true",
+                   help="skip the thread-policy runs (a short fit beside a busy core and "
+                   "beside another fit)")
+    p.add_argument("--contention-only", action="store_true",
+                   help="only the thread-policy runs")
     p.add_argument("--gui-overhead", action="store_true",
-                   help="also time the napari dock's Qt training worker against the plain loop")
+                   help="moved to benchmarks/gui_overhead.py (needs Qt); says how to run it")
     p.add_argument("-o", "--output", help="write the results as JSON here")
-    p.add_argument("--threads", type=_positive_int, default=1,
-                   help="CPU threads for torch (default 1: on a 2-core machine one thread is "
-                   "faster for this network and leaves a core for everything else)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch, in this process and in the thread-policy "
+                   "fits (default 0: the default policy, one thread on machines with two "
+                   "cores or fewer)")
     p.set_defaults(func=cmd_benchmark)
     return parser
 

@@ -681,6 +681,7 @@ class MREPINNModel:
             "batch": self.batch_idx,
             "lr": self.lr,
             "good": self._good_state,
+            "iteration": self.iteration,
         }
         w_pde = self.pde_weight() or (1.0 if self.weights.pde > 0 else 0.0)
         t = {"data": 0.0, "model": 0.0, "loss": 0.0, "step": 0.0}
@@ -691,6 +692,7 @@ class MREPINNModel:
                 self.resample()
                 clock.lap("data")
                 result = self.step(timed=True, pde_weight=w_pde)
+                self.iteration += 1  # as train() does: the good-state snapshot every 10
                 for k, v in {**clock.laps, **result.timings}.items():
                     t[k] += v
         finally:
@@ -700,6 +702,7 @@ class MREPINNModel:
             self.batch_idx = saved["batch"]
             self._set_lr(saved["lr"])
             self._good_state = saved["good"]
+            self.iteration = saved["iteration"]
         out = {k: v / max(1, int(n_iters)) for k, v in t.items()}
         out["total"] = sum(out.values())
         return out

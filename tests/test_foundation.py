@@ -46,7 +46,8 @@ def test_napari_lists_our_widgets_readers_and_samples():
     pm.discover()
     manifest = pm.get_manifest("napari-mrepinn")
     widgets = {w.display_name for w in manifest.contributions.widgets}
-    assert widgets == {"MRE-PINN training", "Direct inversion (AHI/MDEV)", "Prepare MRE data"}
+    assert widgets == {"MRE-PINN training", "Direct inversion (AHI/MDEV)", "Prepare MRE data",
+                       "ROI statistics"}
     readers = [r.command for r in pm.iter_compatible_readers(["phantom.nc"])]
     assert "napari-mrepinn.get_reader" in readers
     readers = [r.command for r in pm.iter_compatible_readers(["bioqic.mat"])]

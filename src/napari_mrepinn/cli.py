@@ -385,6 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_simulate_parser(sub)
+    _add_baseline_parser(sub)
+    _add_fit_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_stats_parser(sub)
+    _add_batch_parser(sub)
+    _add_import_parser(sub)
+    _add_benchmark_parser(sub)
+    return parser
+
+
+def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="write a phantom with ground truth")
     p.add_argument("phantom", choices=["four-target", "liver", "cylinder"])
     p.add_argument("-o", "--output", required=True, help="output .nc file")
@@ -396,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_simulate)
 
+
+def _add_baseline_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("baseline", help="direct inversion: AHI, MDEV or k-MDEV")
     p.add_argument("method", choices=["ahi", "mdev", "kmdev"])
     p.add_argument("input", help="input .nc (or NIfTI folder / .mat) file")
@@ -405,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoothing", choices=["none", "gaussian", "savgol"], default="gaussian")
     p.set_defaults(func=cmd_baseline)
 
+
+def _add_fit_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="train MRE-PINN (default: the built-in phantom)")
     p.add_argument("input", nargs="?", help="input .nc file (default: four-target phantom)")
     p.add_argument("-o", "--output", help="output .nc file (+ .png figure)")
@@ -421,12 +437,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_fit)
 
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics of results against the ground truth 'mre'")
     p.add_argument("input", help="result .nc file")
     _add_reading_flags(p, "frequency in Hz (selects one of a multi-frequency file)")
     p.add_argument("--variables", nargs="+", help="result variables (default: all found)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_stats_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="ROI statistics of the readouts (median, IQR, mean, sd)")
     p.add_argument("input", help="result .nc file (or NIfTI folder / .mat)")
     _add_reading_flags(p, "frequency in Hz (selects one of a multi-frequency file)")
@@ -435,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose readouts (default: every result in the file, and the truth)")
     p.add_argument("-o", "--output", required=True, help="output .csv file")
     p.set_defaults(func=cmd_stats)
+
+
+def _add_batch_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "batch", help="invert many exams on a Dask cluster (local by default)",
         description="Run METHODs on every exam of INPUTS (files, folders, glob patterns or a "
@@ -462,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "selects one of a multi-frequency file, or supplies a missing one")
     _add_config_flags(p)
     p.set_defaults(func=cmd_batch)
+
+
+def _add_import_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import", help="scanner phase images (DICOM, dcm2niix NIfTI) to a wave field (.nc)",
         description="Read MRE phase images (DICOM folders, or raw phase NIfTI as dcm2niix "
@@ -498,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "thousands of files on idle cores)")
     p.set_defaults(func=cmd_import)
 
+
+def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="time the training paths, the baselines and the "
                        "thread policy under load")
     p.add_argument("--quick", action="store_true", help="fewer repeats and iterations")
@@ -517,7 +545,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "fits (default 0: the default policy, one thread on machines with two "
                    "cores or fewer)")
     p.set_defaults(func=cmd_benchmark)
-    return parser
 
 
 def _version() -> str:

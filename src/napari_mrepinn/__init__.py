@@ -37,6 +37,7 @@ _SUBMODULES = {
     "io",
     "figures",
     "benchmark",
+    "outputs",
 }
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "metrics",
     "msae_loss",
     "networks",
+    "outputs",
     "physics",
     "simulate",
     "training",
@@ -85,6 +87,7 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
         io,
         metrics,
         networks,
+        outputs,
         physics,
         simulate,
         training,

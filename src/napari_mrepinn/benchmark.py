@@ -1262,8 +1262,11 @@ def main(args: Any) -> int:
     int
         0, or 1 when the reference and default losses differ beyond the tolerance.
     """
-    from pathlib import Path
+    from .outputs import check_writable, write_text
 
+    output = getattr(args, "output", None)
+    if output:
+        check_writable(output)  # before the minutes of timing, not after
     cfg = BenchmarkConfig.quick() if getattr(args, "quick", False) else BenchmarkConfig.full()
     devices = _resolve_devices(getattr(args, "device", None))
     result = run_benchmark(
@@ -1272,9 +1275,8 @@ def main(args: Any) -> int:
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     print(format_markdown(result))
-    output = getattr(args, "output", None)
     if output:
-        Path(output).write_text(json.dumps(_jsonable(result), indent=1))
+        write_text(output, json.dumps(_jsonable(result), indent=1))
         print(f"\nwrote {output}")
     ok = all(r["check"]["passed"] for r in result["devices"].values())
     if not ok:

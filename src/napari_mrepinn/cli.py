@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import MREExample, MREInputError
+from .data import MREExample, MREInputError, MREPlausibilityWarning
 
 __all__ = ["main"]
 
@@ -30,7 +31,51 @@ def _load(path: str, frequency: float | None = None) -> MREExample:
     return example
 
 
+class _Outputs:
+    """What a command means to write and what it has written, for an honest message when
+    it is stopped (Ctrl-C) or fails half-way."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.planned: list[str] = []
+        self.written: list[str] = []
+
+    def wrote(self, path: str | Path) -> None:
+        self.written.append(str(path))
+        print(f"wrote {path}")
+
+    def summary(self) -> str:
+        if not self.written:
+            return "no output was written"
+        missing = [p for p in self.planned if p not in self.written]
+        text = f"{', '.join(self.written)} {'was' if len(self.written) == 1 else 'were'} written"
+        if missing:
+            text += f"; {', '.join(missing)} {'was' if len(missing) == 1 else 'were'} not"
+        return text
+
+
+_OUTPUTS = _Outputs()
+
+
+def _input_bytes(*inputs: str | None) -> int:
+    total = 0
+    for given in inputs:
+        if given is None:
+            continue
+        p = Path(given)
+        try:
+            files = [f for f in p.iterdir() if f.is_file()] if p.is_dir() else [p]
+            total += sum(f.stat().st_size for f in files)
+        except OSError:
+            continue
+    return total
+
+
 def _check_output(output: str, *inputs: str | None) -> Path:
+    from .outputs import check_writable
+
     out = Path(output)
     for given in inputs:
         if given is not None and Path(given).resolve() == out.resolve():
@@ -41,8 +86,10 @@ def _check_output(output: str, *inputs: str | None) -> Path:
         raise MREInputError(f"{output}: is a folder; give a file name ending in .nc.")
     if out.suffix != ".nc":
         raise MREInputError(f"{output}: results are NetCDF files; use a name ending in .nc.")
-    if not out.parent.exists():
-        raise MREInputError(f"{output}: the folder {out.parent} does not exist.")
+    # before any work: a folder that is missing, read-only or full fails now, not after
+    # training; results hold the input plus the maps (about twice a NetCDF input)
+    check_writable(out, need_bytes=2 * _input_bytes(*inputs) + (1 << 20))
+    _OUTPUTS.planned.append(str(out))
     return out
 
 
@@ -92,7 +139,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         example = simulate.cylinder(**kwargs)
     example.save(out)
     print(example.describe_text())
-    print(f"wrote {out}")
+    _OUTPUTS.wrote(out)
     return 0
 
 
@@ -115,6 +162,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     example = example.copy()
     example[result.name] = result
     example.save(out)
+    _OUTPUTS.written.append(str(out))
     print(f"wrote {out} with {result.name} (complex shear modulus, Pa)")
     return 0
 
@@ -124,6 +172,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .training import fit
 
     out = _check_output(args.output, args.input)
+    if not args.no_figure:
+        _OUTPUTS.planned.append(str(out.with_suffix(".png")))
     _set_threads(args.threads)
     if args.input is None:
         from . import simulate
@@ -155,19 +205,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
         **options,
     )
     result.save(out)
-    print(f"wrote {out}")
+    _OUTPUTS.wrote(out)
     if "mre" in result:
         from .metrics import evaluate, format_table
 
         rows = {
-            name: evaluate(result[name], result["mre"], result.ds.get("mre_mask"))
+            name: evaluate(result[name], result["mre"], result.mask)
             for name in ("mu_pred", "mu_ahi")
             if name in result
         }
         print(format_table(rows))
     if not args.no_figure:
         png = save_result_figure(result, out.with_suffix(".png"))
-        print(f"wrote {png}")
+        _OUTPUTS.wrote(png)
     return 0
 
 
@@ -191,7 +241,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     missing = [n for n in names if n not in example]
     if missing:
         raise MREInputError(f"{args.input}: no variable {', '.join(missing)}.")
-    mask = example.ds.get("mre_mask")
+    mask = example.mask  # the whole grid when there is no mre_mask
     truth = example["mre"]
     rows = {}
     for name in names:
@@ -289,20 +339,36 @@ def _version() -> str:
     return f"mrepinn {__version__}"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # a plausibility warning is for the user, one line like the errors; others stay as is
+    if issubclass(category, MREPlausibilityWarning):
+        print(f"mrepinn: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mrepinn`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "smoothing", None) == "none":
         args.smoothing = None
-    try:
-        return int(args.func(args) or 0)
-    except MREInputError as exc:
-        print(f"mrepinn: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("mrepinn: stopped by the user; no output was written.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    _OUTPUTS.reset()
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args) or 0)
+        except MREInputError as exc:
+            done = f" ({_OUTPUTS.summary()}.)" if _OUTPUTS.written else ""
+            print(f"mrepinn: error: {exc}{done}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except OSError as exc:
+            # a file-system failure outside the library's own checks: still one line
+            print(f"mrepinn: error: {exc} ({_OUTPUTS.summary()}.)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print(f"mrepinn: stopped by the user; {_OUTPUTS.summary()}.", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from napari_mrepinn import baselines, io
@@ -387,6 +387,10 @@ _JSON = st.recursive(
 @given(meta=st.dictionaries(
     st.sampled_from(["frequency", "density", "components", "spatial_dims", "Frequency"]),
     _JSON, max_size=4))
+# found by this test (each was a raw TypeError/ValueError traceback)
+@example(meta={"frequency": [None, []]})
+@example(meta={"frequency": 60, "components": 5})
+@example(meta={"frequency": 60, "density": "water"})
 def test_random_sidecars_are_an_example_or_one_clear_error(meta):
     files = dict(VALID["nifti"])
     files["mre.json"] = json.dumps(meta).encode()
@@ -425,6 +429,11 @@ def arrays(draw):
     components=st.one_of(st.none(), st.lists(st.sampled_from("xyz"), max_size=4)),
     density=_FLOATS,
 )
+# found by this test: an empty spacing list was a raw numpy broadcasting error
+@example(wave=np.ones((4, 4), complex), frequency=60.0, spacing=[], mask=None,
+         components=None, density=1000.0)
+@example(wave=np.ones((4, 4), complex), frequency=60.0, spacing=1e-3, mask=None,
+         components=None, density=float("nan"))
 def test_from_numpy_random_values_are_an_example_or_one_clear_error(
     wave, frequency, spacing, mask, components, density
 ):

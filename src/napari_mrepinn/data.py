@@ -857,18 +857,13 @@ def _too_large(path: Path) -> str:
         size = sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else (
             path.stat().st_size
         )
+        on_disk = f" ({size / 1e6:.4g} MB on disk, more once decompressed and complex)"
     except OSError:
-        size = None
-    if size is not None and size < 100e6:
-        # a small file that asks for more memory than there is: its header is damaged
-        return (
-            f"{path}: declares more data than fits in memory although it is only "
-            f"{size / 1e6:.3g} MB on disk; the file is probably damaged."
-        )
-    on_disk = f" ({size / 1e9:.3g} GB on disk, more once decompressed)" if size else ""
+        on_disk = ""
     return (
-        f"{path}: too large to load into this machine's memory{on_disk}; crop or "
-        "downsample it first, or use a machine with more memory."
+        f"{path}: needs more memory than this machine has free{on_disk}; crop or "
+        "downsample it first, or use a machine with more memory. (A small file that asks "
+        "for this much has a damaged header.)"
     )
 
 

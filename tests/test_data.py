@@ -149,9 +149,10 @@ def test_save_never_leaves_a_half_written_file(tmp_path, rng, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(MREInputError, match="could not be written"):  # one line, exit 2
         ex.save(path)
     assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ex.nc"]
 
 
 @pytest.mark.parametrize("frequency", ["sixty", -60.0, [60.0, 60.0]])

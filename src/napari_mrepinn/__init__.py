@@ -59,6 +59,7 @@ _SUBMODULES = {
     "preprocess",
     "scanner",
     "acquisition",
+    "outputs",
 }
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "metrics",
     "msae_loss",
     "networks",
+    "outputs",
     "physics",
     "preprocess",
     "readouts",
@@ -129,6 +131,7 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
         kmdev,
         metrics,
         networks,
+        outputs,
         physics,
         preprocess,
         readouts,

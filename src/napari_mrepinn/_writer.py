@@ -4,8 +4,9 @@ The layers only hold display versions (real parts, kPa, NaN outside the mask), s
 writer saves the :class:`~napari_mrepinn.data.MREExample` found in the layers'
 ``metadata["mre_example"]``, with the result variables of any other example among the
 layers merged in when they share its grid. The file is written by
-:meth:`MREExample.save`: to a temporary name, then moved into place, so an interrupted
-save never leaves a half-written file (nor destroys an earlier one).
+:meth:`MREExample.save` through :mod:`napari_mrepinn.outputs`: to a unique temporary name,
+then moved into place, so an interrupted or failed save (full disk, no permission) never
+leaves a half-written file nor destroys an earlier one, and the error is one notification.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage, signal
 
-from .data import MREExample, MREInputError
+from .data import MREExample, MREInputError, warn_implausible_modulus
 
 __all__ = [
     "LAPLACIAN_METHODS",
@@ -566,6 +566,7 @@ def _prepare(
         raise MREInputError(
             f"dims {bad} are not spatial dims of this example ({ex.spatial_dims})."
         )
+    ex.check_signal()  # a zero wave would come out as 0 Pa, looking like a result
     wave = ex.ds["wave"]
     axes = _axes(wave, dims, 3)
     hs = [ex.spacing[d] for d in dims]
@@ -617,6 +618,7 @@ def _output(values: np.ndarray, ex: MREExample, name: str, lead: tuple[str, ...]
     out = xr.DataArray(values, dims=(*lead, *sdims), coords=coords, name=name, attrs=attrs)
     if apply_mask:
         out = out.where(ex.mask, 0.0)
+    warn_implausible_modulus(out, ex.mask, name=name, source=ex.source)
     return out
 
 

@@ -36,7 +36,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -616,29 +615,14 @@ def _one_line(exc: BaseException) -> str:
 
 # ====================================================================== atomic writes
 def _atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Write ``path`` through ``write(tmp)`` on a unique hidden name in the same folder,
-    flush it to disk and move it into place: the path holds the old file or the complete
-    new one, never a partial one. (A stand-in for the project's output helpers.)"""
-    path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # the rename itself reaches the disk
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
+    """Write ``path`` through ``write(tmp)`` with the project's output discipline
+    (:func:`napari_mrepinn.outputs.atomic_path`): the path holds the old file or the
+    complete new one, never a partial one."""
+    from .outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        write(Path(tmp))
+    return Path(path)
 
 
 def _umask() -> int:

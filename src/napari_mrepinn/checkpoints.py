@@ -14,11 +14,9 @@ they restore when their sampling indices fit the model's example, and are refuse
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +24,7 @@ import torch
 
 from .config import TrainingConfig
 from .data import MREInputError
+from .outputs import atomic_open
 
 if TYPE_CHECKING:  # pragma: no cover
     from .training import MREPINNModel
@@ -88,21 +87,9 @@ def save(model: MREPINNModel, path: str | os.PathLike) -> str:
         "test_idx": model.test_idx.cpu(),
         "settings_json": json.dumps(model.settings()),
     }
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                               suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    return path
+    with atomic_open(path, "wb") as fh:
+        torch.save(state, fh)
+    return os.fspath(path)
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:

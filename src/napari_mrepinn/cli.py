@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import MREExample, MREInputError
+from .data import MREExample, MREInputError, MREPlausibilityWarning
 
 __all__ = ["main"]
 
@@ -26,10 +26,6 @@ EXIT_INTERRUPTED = 130
 
 
 # ---------------------------------------------------------------------- helpers
-#: files written by the running command (what a Ctrl-C message reports)
-_WRITTEN: list[Path] = []
-
-
 def _load(args: argparse.Namespace, path: str | None = None) -> MREExample:
     """Read ``path`` (default ``args.input``) with the reading flags applied at load time."""
     from .io import load_example
@@ -53,7 +49,51 @@ def _add_reading_flags(p: argparse.ArgumentParser, frequency_help: str) -> None:
                    help="labels of the wave's components, e.g. x y z")
 
 
+class _Outputs:
+    """What a command means to write and what it has written, for an honest message when
+    it is stopped (Ctrl-C) or fails half-way."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.planned: list[str] = []
+        self.written: list[str] = []
+
+    def wrote(self, path: str | Path) -> None:
+        self.written.append(str(path))
+        print(f"wrote {path}")
+
+    def summary(self) -> str:
+        if not self.written:
+            return "no output was written"
+        missing = [p for p in self.planned if p not in self.written]
+        text = f"{', '.join(self.written)} {'was' if len(self.written) == 1 else 'were'} written"
+        if missing:
+            text += f"; {', '.join(missing)} {'was' if len(missing) == 1 else 'were'} not"
+        return text
+
+
+_OUTPUTS = _Outputs()
+
+
+def _input_bytes(*inputs: str | None) -> int:
+    total = 0
+    for given in inputs:
+        if given is None:
+            continue
+        p = Path(given)
+        try:
+            files = [f for f in p.iterdir() if f.is_file()] if p.is_dir() else [p]
+            total += sum(f.stat().st_size for f in files)
+        except OSError:
+            continue
+    return total
+
+
 def _check_output(output: str, *inputs: str | None) -> Path:
+    from .outputs import check_writable
+
     out = Path(output)
     for given in inputs:
         if given is not None and Path(given).resolve() == out.resolve():
@@ -64,19 +104,16 @@ def _check_output(output: str, *inputs: str | None) -> Path:
         raise MREInputError(f"{output}: is a folder; give a file name ending in .nc.")
     if out.suffix != ".nc":
         raise MREInputError(f"{output}: results are NetCDF files; use a name ending in .nc.")
-    folder = out.parent
-    if not folder.exists():
-        raise MREInputError(f"{output}: the folder {folder} does not exist.")
-    # found now, not after an hour of training
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise MREInputError(f"{output}: the folder {folder} is not writable; choose another -o.")
+    # before any work: a folder that is missing, read-only or full fails now, not after
+    # training; results hold the input plus the maps (about twice a NetCDF input)
+    check_writable(out, need_bytes=2 * _input_bytes(*inputs) + (1 << 20))
+    _OUTPUTS.planned.append(str(out))
     return out
 
 
 def _save(example: MREExample, out: Path) -> None:
     example.save(out)
-    _WRITTEN.append(out)
-    print(f"wrote {out}")
+    _OUTPUTS.wrote(out)
 
 
 def _finite_float(text: str) -> float:
@@ -213,6 +250,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.output is None:
         raise MREInputError("give the result file with -o RESULT.nc (or --print-config).")
     out = _check_output(args.output, args.input)
+    if not args.no_figure:
+        _OUTPUTS.planned.append(str(out.with_suffix(".png")))
     if args.input is None:
         from . import simulate
 
@@ -240,7 +279,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from .metrics import evaluate, format_table
 
         rows = {
-            name: evaluate(result[name], result["mre"], result.ds.get("mre_mask"))
+            name: evaluate(result[name], result["mre"], result.mask)
             for name in ("mu_pred", "mu_ahi")
             if name in result
         }
@@ -249,8 +288,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from .figures import save_result_figure
 
         png = save_result_figure(result, out.with_suffix(".png"))
-        _WRITTEN.append(Path(png))
-        print(f"wrote {png}")
+        _OUTPUTS.wrote(png)
     return 0
 
 
@@ -274,7 +312,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     missing = [n for n in names if n not in example]
     if missing:
         raise MREInputError(f"{args.input}: no variable {', '.join(missing)}.")
-    mask = example.ds.get("mre_mask")
+    mask = example.mask  # the whole grid when there is no mre_mask
     truth = example["mre"]
     rows = {}
     for name in names:
@@ -295,7 +333,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     example = _load(args)
     table = roi_statistics(example, args.roi, methods=args.methods)
     out = write_csv(table, args.output)
-    _WRITTEN.append(Path(out))
+    _OUTPUTS.written.append(str(out))
     cols = ["method", "region_name", "readout", "unit", "n_valid", "median", "q25", "q75"]
     with_freq = table["frequency_hz"].notna().any()
     print(table[cols + (["frequency_hz"] if with_freq else [])]
@@ -553,23 +591,36 @@ def _version() -> str:
     return f"mrepinn {__version__}"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # a plausibility warning is for the user, one line like the errors; others stay as is
+    if issubclass(category, MREPlausibilityWarning):
+        print(f"mrepinn: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mrepinn`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "smoothing", None) == "none":
         args.smoothing = None
-    _WRITTEN.clear()
-    try:
-        return int(args.func(args) or 0)
-    except MREInputError as exc:
-        print(f"mrepinn: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        done = (f"wrote {', '.join(map(str, _WRITTEN))} before stopping" if _WRITTEN
-                else "no output was written")
-        print(f"mrepinn: stopped by the user; {done}.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    _OUTPUTS.reset()
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args) or 0)
+        except MREInputError as exc:
+            done = f" ({_OUTPUTS.summary()}.)" if _OUTPUTS.written else ""
+            print(f"mrepinn: error: {exc}{done}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except OSError as exc:
+            # a file-system failure outside the library's own checks: still one line
+            print(f"mrepinn: error: {exc} ({_OUTPUTS.summary()}.)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print(f"mrepinn: stopped by the user; {_OUTPUTS.summary()}.", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,36 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["SPATIAL_DIMS", "MREExample", "MREInputError", "parse_frequencies"]
+__all__ = [
+    "PLAUSIBLE_FOV_M",
+    "PLAUSIBLE_MODULUS_PA",
+    "PLAUSIBLE_SPACING_M",
+    "SPATIAL_DIMS",
+    "MREExample",
+    "MREInputError",
+    "MREPlausibilityWarning",
+    "parse_frequencies",
+    "warn_implausible_modulus",
+]
 
 SPATIAL_DIMS = ("x", "y", "z")
 DEFAULT_DENSITY = 1000.0  # kg/m³, the universal soft-tissue assumption
 
 # canonical dim order of each known variable; optional dims are dropped when absent
 _DIM_ORDER = ("frequency", "x", "y", "z", "component", "sequence")
+
+# What MR elastography can physically image, with a wide margin: a value outside is almost
+# surely a unit slip (mm given as metres makes voxels of 1 m and |G*| a million times too
+# large, since G* = ρω²u/∇²u scales with the spacing squared). Only a warning: the bounds
+# are physical, not rules of the data model.
+# - voxel spacing: micro-MRE of samples reaches ~10 µm, clinical slices ~1 cm
+PLAUSIBLE_SPACING_M = (1e-6, 0.05)
+# - field of view along any axis: no MR bore is wider than ~0.7 m; a grid under 0.1 mm is
+#   below what any MR microscope resolves into more than a voxel or two
+PLAUSIBLE_FOV_M = (1e-4, 1.0)
+# - median |G*| in the region: the softest gels and brain are ~100 Pa - 1 kPa, tendon and
+#   cartilage, the stiffest tissue ever measured by MRE, stay under ~1 MPa
+PLAUSIBLE_MODULUS_PA = (1.0, 1e7)
 
 
 class MREInputError(ValueError):
@@ -33,6 +58,8 @@ class MREInputError(ValueError):
 class MREMissingFrequency(MREInputError):
     """The files do not state the vibration frequency (the user must: ``frequency=``,
     ``--frequency``); :func:`napari_mrepinn.io.load_example` then applies the one given."""
+class MREPlausibilityWarning(UserWarning):
+    """A value is valid but physically implausible (usually a unit slip: mm for metres)."""
 
 
 def parse_frequencies(frequency: float | Sequence[float]) -> tuple[np.ndarray, bool]:
@@ -43,8 +70,8 @@ def parse_frequencies(frequency: float | Sequence[float]) -> tuple[np.ndarray, b
     MREInputError
         For text, non-positive, non-finite or repeated frequencies.
     """
-    multi = np.ndim(frequency) > 0
     try:
+        multi = np.ndim(frequency) > 0
         f = np.atleast_1d(np.asarray(frequency, dtype=float))
     except (TypeError, ValueError):
         raise MREInputError(
@@ -88,8 +115,9 @@ class MREExample:
 
     def __init__(self, ds: xr.Dataset, *, source: str | None = None) -> None:
         self.source = source
-        self.ds = _canonical(ds)
+        self.ds = _mask_outside(_numeric_attrs(_canonical(ds), _where(source)))
         self.validate()
+        self._warn_implausible_geometry()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -172,6 +200,11 @@ class MREExample:
             )
         nf = 1 if multi else 0
         rest = wave.ndim - nf
+        if spatial_ndim is None and rest == 3 and components is not None:
+            # labelled components make a 3-axis wave (x, y, component), also for one
+            # component (what a 2-D example's wave.values look like)
+            if len(components) == wave.shape[-1]:
+                spatial_ndim = 2
         if spatial_ndim is None:
             spatial_ndim = {2: 2, 3: 3, 4: 3}.get(rest)
             if spatial_ndim is None:
@@ -188,8 +221,8 @@ class MREExample:
         if rest > spatial_ndim:
             dims += ("component",)
         shape = wave.shape[nf : nf + spatial_ndim]
-        spacing_ = np.broadcast_to(np.asarray(spacing, dtype=float), (spatial_ndim,))
-        origin_ = np.broadcast_to(np.asarray(origin, dtype=float), (spatial_ndim,))
+        spacing_ = _per_axis(spacing, spatial_ndim, "spacing", "voxel spacing in metres")
+        origin_ = _per_axis(origin, spatial_ndim, "origin", "first voxel centre in metres")
         if not np.all(np.isfinite(spacing_)) or np.any(spacing_ <= 0):
             raise MREInputError(
                 f"spacing: voxel spacing must be positive metres, got {spacing!r}."
@@ -239,35 +272,61 @@ class MREExample:
     def load(cls, path: str | os.PathLike) -> MREExample:
         """Read an example from a NetCDF file written by :meth:`save` (or by hand).
 
-        The file is opened read-only and closed before returning.
+        The file is opened read-only and closed before returning, also when it is
+        damaged.
         """
         path = Path(path)
         if not path.exists():
             raise MREInputError(f"{path}: no such file.")
         if path.is_dir():
             raise MREInputError(f"{path}: is a folder; give a .nc file.")
-        try:
-            with xr.open_dataset(path, engine="h5netcdf") as ds:
-                ds = ds.load()
-        except Exception as exc:  # any parse failure is a corrupt file to the user
-            raise MREInputError(
-                f"{path}: not a readable NetCDF/HDF5 file ({type(exc).__name__}: {exc}). "
-                "Is it truncated or of another format?"
-            ) from None
-        return cls(_decode_complex(ds), source=str(path))
+        return cls(_read_netcdf(path), source=str(path))
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
         """Write the example (with any results) to a NetCDF file.
 
-        The file is written to a temporary name first and moved into place, so an
-        interrupted save never destroys an earlier file.
+        The file is written whole or not at all (see :mod:`napari_mrepinn.outputs`): to a
+        unique temporary name in the target folder, synced, then moved into place. An
+        interrupted or failed save (full disk, Ctrl-C) leaves an earlier file untouched
+        and no temporary file behind; two saves to one name at once leave one of them,
+        whole.
+
+        Raises
+        ------
+        MREOutputError
+            (an :class:`MREInputError`) if the file cannot be written.
         """
+        from .outputs import (
+            atomic_path,
+            check_writable,
+            in_memory_limit,
+            output_error,
+            write_bytes,
+        )
+
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise MREInputError(f"{path}: exists; choose another name or allow overwriting.")
-        tmp = path.with_name(path.name + ".partial")
-        _encode_complex(self.ds).to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
+        encoded = _encode_complex(self.ds)
+        size = int(encoded.nbytes)
+        check_writable(path, need_bytes=size, overwrite=overwrite)
+        data = None
+        if size <= in_memory_limit():
+            # libhdf5 writes to memory and Python to the disk: a full disk is then a clean
+            # ENOSPC, never libhdf5's crash (it segfaults when a write fails under it)
+            try:
+                data = encoded.to_netcdf(engine="h5netcdf")
+            except MemoryError:
+                data = None
+            except OSError as exc:
+                raise output_error(path, exc) from None
+        if data is not None:
+            write_bytes(path, data, overwrite=overwrite)
+            return path
+        # too large to hold twice: libhdf5 writes the temporary file itself, after a free
+        # space check with room to spare (a disk filled by someone else meanwhile can still
+        # crash libhdf5, which no Python code can catch)
+        check_writable(path, need_bytes=int(1.1 * size) + (16 << 20), overwrite=overwrite)
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            encoded.to_netcdf(tmp, engine="h5netcdf")
         return path
 
     # ------------------------------------------------------------------ access
@@ -368,6 +427,16 @@ class MREExample:
     # ------------------------------------------------------------------ transforms
     def select_frequency(self, frequency: float) -> MREExample:
         """A single-frequency copy at ``frequency`` (Hz, nearest available within 1e-6)."""
+        try:
+            frequency = float(frequency)
+        except (TypeError, ValueError):
+            frequency = float("nan")
+        if not np.isfinite(frequency) or frequency <= 0:
+            raise MREInputError(
+                f"{_where(self.source)}frequency must be a positive number of Hz, got "
+                f"{frequency!r}; available: "
+                f"{', '.join(f'{v:g}' for v in self.frequencies)} Hz."
+            )
         freqs = self.frequencies
         i = int(np.argmin(np.abs(freqs - frequency)))
         if abs(freqs[i] - frequency) > 1e-6 * max(1.0, abs(frequency)):
@@ -467,6 +536,48 @@ class MREExample:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ validation
+    def check_signal(self) -> None:
+        """Refuse a wave that is zero everywhere in the region of interest.
+
+        Every inversion divides by the wave's curvature: a field without motion holds no
+        stiffness information, and the methods would return 0 Pa (or noise) as if it
+        were a result.
+
+        Raises
+        ------
+        MREInputError
+            If the wave is exactly zero in ``example.mask`` (at every frequency and
+            component).
+        """
+        wave = self.ds["wave"]
+        inside = wave.where(self.mask, 0.0)
+        if not np.any(np.asarray(inside.values) != 0):
+            where = "in the mask" if "mre_mask" in self.ds else "everywhere"
+            raise MREInputError(
+                f"{_where(self.source)}the wave is zero {where}: there is no motion to "
+                "invert. Check that the right file and variable were read (and, for a "
+                "masked example, that the mask covers the tissue)."
+            )
+
+    def _warn_implausible_geometry(self) -> None:
+        spacing = {d: s for d, s in self.spacing.items() if np.isfinite(s)}
+        lo, hi = PLAUSIBLE_SPACING_M
+        flo, fhi = PLAUSIBLE_FOV_M
+        fov = {d: n * spacing[d] for d, n in zip(self.spatial_dims, self.spatial_shape,
+                                                 strict=True) if d in spacing}
+        bad = [d for d, s in spacing.items() if not lo <= s <= hi]
+        bad += [d for d, f in fov.items() if not flo <= f <= fhi and d not in bad]
+        if bad:
+            sp = ", ".join(f"{d}={spacing[d]:g} m" for d in spacing)
+            fv = ", ".join(f"{d}={fov[d]:g} m" for d in fov)
+            warnings.warn(
+                f"{_where(self.source)}voxel spacing {sp} (field of view {fv}) is not "
+                "physically plausible for MR elastography; coordinates and spacing are in "
+                "metres (1 mm = 1e-3). A slip of units scales the modulus by its square.",
+                MREPlausibilityWarning,
+                stacklevel=_caller_level(),
+            )
+
     def validate(self) -> None:
         """Check the example; raise :class:`MREInputError` naming what is wrong."""
         w = _where(self.source)
@@ -502,9 +613,20 @@ class MREExample:
                 )
             _spacing(ds[d].values, d, w)
         if "frequency" in wave.dims:
-            f = np.asarray(ds["frequency"].values, dtype=float)
+            try:
+                f = np.asarray(ds["frequency"].values, dtype=float)
+            except (TypeError, ValueError):
+                raise MREInputError(
+                    f"{w}the 'frequency' coordinate is not numeric "
+                    f"({ds['frequency'].values.tolist()!r}); it must be Hz."
+                ) from None
         elif "frequency" in ds.attrs:
             f = np.atleast_1d(np.asarray(ds.attrs["frequency"], dtype=float))
+            if f.size > 1:
+                raise MREInputError(
+                    f"{w}the frequency attribute holds {f.size} values but the wave has no "
+                    "'frequency' axis; give one frequency (Hz) per wave."
+                )
         else:
             raise MREMissingFrequency(
                 f"{w}the vibration frequency is missing; set ds.attrs['frequency'] in Hz "
@@ -513,13 +635,20 @@ class MREExample:
         if f.size == 0 or not np.all(np.isfinite(f)) or np.any(f <= 0):
             raise MREInputError(f"{w}frequency must be positive Hz, got {f.tolist()}.")
         if not np.all(np.isfinite(wave.values)):
+            # NaN outside a valid mask was set to 0 on construction (_mask_outside)
             n = int(np.sum(~np.isfinite(wave.values)))
+            if "mre_mask" in ds:
+                raise MREInputError(
+                    f"{w}'wave' has {n} NaN or infinite voxels inside the mask; fill them "
+                    "(e.g. interpolate) or leave them out of 'mre_mask'."
+                )
             raise MREInputError(
-                f"{w}'wave' has {n} NaN or infinite voxels; fill or mask them before "
-                "inversion."
+                f"{w}'wave' has {n} NaN or infinite voxels; fill them or give a mask "
+                "('mre_mask') that leaves them out."
             )
-        if float(ds.attrs.get("density", DEFAULT_DENSITY)) <= 0:
-            raise MREInputError(f"{w}density must be positive kg/m³.")
+        density = float(ds.attrs.get("density", DEFAULT_DENSITY))
+        if not np.isfinite(density) or density <= 0:
+            raise MREInputError(f"{w}density must be positive kg/m³, got {density!r}.")
         for name in ("mre", "mre_mask", "anat"):
             if name not in ds:
                 continue
@@ -545,7 +674,228 @@ class MREExample:
                 )
 
 
+# ---------------------------------------------------------------------- plausibility
+def warn_implausible_modulus(
+    mu: Any, mask: Any = None, *, name: str = "G*", source: str | None = None
+) -> bool:
+    """Warn (:class:`MREPlausibilityWarning`) when a modulus map is not tissue-like.
+
+    Parameters
+    ----------
+    mu : array-like or xarray.DataArray
+        Complex shear modulus in Pa.
+    mask : array-like of bool, optional
+        Region to judge (broadcast against ``mu``); default everything.
+    name : str
+        Name of the map in the message (e.g. ``"mu_ahi"``).
+    source : str, optional
+        The file the example came from, to start the message.
+
+    Returns
+    -------
+    bool
+        Whether a warning was given. The median ``|G*|`` over the region is compared
+        with :data:`PLAUSIBLE_MODULUS_PA`; a map with no finite non-zero value is not
+        judged.
+    """
+    values = np.abs(np.asarray(getattr(mu, "values", mu)))
+    if mask is not None:
+        m = np.asarray(getattr(mask, "values", mask), dtype=bool)
+        values = values[np.broadcast_to(m, values.shape)] if m.shape != values.shape else (
+            values[m]
+        )
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return False
+    median = float(np.median(values))
+    lo, hi = PLAUSIBLE_MODULUS_PA
+    if lo <= median <= hi:
+        return False
+    warnings.warn(
+        f"{_where(source)}{name}: the median |G*| is {median:.3g} Pa, outside the "
+        f"{lo:g} Pa - {hi:g} Pa of any tissue or phantom; check the units of the spacing "
+        "(metres), the frequency (Hz) and the density (kg/m³).",
+        MREPlausibilityWarning,
+        stacklevel=_caller_level(),
+    )
+    return True
+
+
+def _caller_level() -> int:
+    """``stacklevel`` for :func:`warnings.warn` that points at the first frame outside
+    this package (the user's line), however deep inside the library the warning is made."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1  # the function calling warnings.warn is level 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 # ---------------------------------------------------------------------- helpers
+def _per_axis(value: Any, n: int, name: str, what: str) -> np.ndarray:
+    """``value`` (one number or one per spatial axis) as ``n`` floats, or one clear error."""
+    try:
+        return np.broadcast_to(np.asarray(value, dtype=float), (n,))
+    except (TypeError, ValueError):
+        raise MREInputError(
+            f"{name}: give the {what} as one number or {n} numbers (one per spatial axis), "
+            f"got {value!r}."
+        ) from None
+
+
+def _attr_number(value: Any, key: str, where: str) -> float | np.ndarray:
+    """A numeric attribute read from a file: numbers pass, numeric text is parsed, other
+    text is one clear error (NetCDF attributes written by other tools are often text)."""
+    if isinstance(value, bytes | np.bytes_):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str | np.str_):
+        text = str(value).strip()
+        for unit in ("hz", "kg/m3", "kg/m³", "kg m-3"):
+            if text.lower().endswith(unit):
+                text = text[: -len(unit)].strip()
+        try:
+            return float(text)
+        except ValueError:
+            raise MREInputError(
+                f"{where}the '{key}' attribute is the text {str(value)!r}; it must be a "
+                f"number ({'Hz' if key == 'frequency' else 'kg/m³'})."
+            ) from None
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise MREInputError(
+            f"{where}the '{key}' attribute is {value!r}; it must be a number."
+        ) from None
+    return float(arr) if arr.ndim == 0 else arr
+
+
+def _numeric_attrs(ds: xr.Dataset, where: str) -> xr.Dataset:
+    """``frequency`` and ``density`` attributes as numbers (parsed from text if needed)."""
+    keys = [k for k in ("frequency", "density") if k in ds.attrs]
+    if not keys:
+        return ds
+    attrs = dict(ds.attrs)
+    for key in keys:
+        value = _attr_number(attrs[key], key, where)
+        if isinstance(value, np.ndarray) and value.size == 1:
+            value = float(value.ravel()[0])
+        attrs[key] = value
+    if all(attrs[k] is ds.attrs[k] for k in keys):
+        return ds
+    out = ds.copy()
+    out.attrs = attrs
+    return out
+
+
+def _mask_outside(ds: xr.Dataset) -> xr.Dataset:
+    """Set NaN/inf wave voxels outside a valid ``mre_mask`` to 0.
+
+    Scanner exports often carry NaN where there is no tissue; outside the region of
+    interest they are masked already, and a 0 there keeps every stencil finite. Inside the
+    mask they stay, for :meth:`MREExample.validate` to refuse. The number filled is kept in
+    ``wave.attrs["n_nonfinite_outside_mask"]``.
+    """
+    if "wave" not in ds or "mre_mask" not in ds:
+        return ds
+    wave, mask = ds["wave"], ds["mre_mask"]
+    if not np.issubdtype(wave.dtype, np.inexact):
+        return ds
+    values = wave.values
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return ds
+    if (
+        not set(mask.dims) <= set(wave.dims)
+        or any(mask.sizes[d] != wave.sizes[d] for d in mask.dims)
+        or not np.all(np.isfinite(np.asarray(mask.values, dtype=float)))
+    ):
+        return ds  # not a usable mask: validate() reports the NaN (and the mask)
+    outside = ~(mask > 0).broadcast_like(wave).transpose(*wave.dims).values
+    fill = bad & outside
+    if not fill.any():
+        return ds
+    out = ds.copy()
+    out["wave"] = wave.copy(data=np.where(fill, 0, values))
+    out["wave"].attrs["n_nonfinite_outside_mask"] = int(fill.sum())
+    return out
+
+
+def _read_netcdf(path: Path) -> xr.Dataset:
+    """The decoded dataset of a NetCDF-4/HDF5 file, or one :class:`MREInputError`.
+
+    We open the HDF5 file ourselves and close it in every case: when h5netcdf fails
+    half-way through opening a damaged file it leaves its handle to the garbage collector,
+    whose clean-up then prints an "Exception ignored" traceback after our message.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            # read every object header and attribute now, so damaged metadata fails here
+            _ = dict(h5.attrs)
+            h5.visititems(lambda _name, obj: dict(obj.attrs) and None)
+            with _QuietH5NetCDF(h5, "r") as nc:
+                ds = xr.open_dataset(xr.backends.H5NetCDFStore(nc)).load()
+        return _decode_complex(ds)
+    except MemoryError:
+        raise MREInputError(_too_large(path)) from None
+    except Exception as exc:  # any parse failure is a corrupt file to the user
+        raise MREInputError(
+            f"{path}: not a readable NetCDF/HDF5 file ({_reason(exc)}). "
+            "Is it truncated or of another format?"
+        ) from None
+
+
+def _reason(exc: BaseException, limit: int = 200) -> str:
+    """A library's exception as a short single-line reason for an :class:`MREInputError`."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _too_large(path: Path) -> str:
+    """The message for a file whose content does not fit in memory."""
+    try:
+        size = sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else (
+            path.stat().st_size
+        )
+        on_disk = f" ({size / 1e6:.4g} MB on disk, more once decompressed and complex)"
+    except OSError:
+        on_disk = ""
+    return (
+        f"{path}: needs more memory than this machine has free{on_disk}; crop or "
+        "downsample it first, or use a machine with more memory. (A small file that asks "
+        "for this much has a damaged header.)"
+    )
+
+
+class _QuietH5NetCDF:
+    """``h5netcdf.File`` on an open ``h5py.File``, whose failed construction stays quiet.
+
+    h5netcdf's ``__del__`` calls ``close()``, which reads attributes a half-built object
+    does not have; the resulting AttributeError is printed as "Exception ignored".
+    """
+
+    _cls = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls._cls is None:
+            import h5netcdf
+
+            class File(h5netcdf.File):
+                def close(self) -> None:
+                    try:
+                        super().close()
+                    except AttributeError:
+                        self._closed = True  # never finished opening: nothing to flush
+
+                __del__ = close
+
+            cls._cls = File
+        return cls._cls(*args, **kwargs)
+
+
 def _spacing(values: np.ndarray, dim: str, where: str = "") -> float:
     values = np.asarray(values, dtype=float)
     if values.size < 2:

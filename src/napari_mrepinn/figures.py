@@ -96,7 +96,21 @@ def result_figure(example: MREExample):
 
 
 def save_result_figure(example: MREExample, path: str | Path, dpi: int = 110) -> Path:
-    """Write :func:`result_figure` to a PNG file and return its path."""
+    """Write :func:`result_figure` to a PNG file (whole or not at all) and return its path.
+
+    The format follows the suffix (``.png``, ``.pdf``, ``.svg``...; PNG without one).
+
+    Raises
+    ------
+    MREOutputError
+        (an :class:`~napari_mrepinn.data.MREInputError`) if the file cannot be written.
+    """
+    from .outputs import atomic_open, check_writable
+
     path = Path(path)
-    result_figure(example).savefig(path, dpi=dpi)
+    check_writable(path)
+    fig = result_figure(example)
+    with atomic_open(path, "wb") as fh:
+        # a file object carries no name: matplotlib needs the format spelled out
+        fig.savefig(fh, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png")
     return path

@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .data import SPATIAL_DIMS, MREExample, MREInputError, MREMissingFrequency, parse_frequencies
+from .data import (
+    SPATIAL_DIMS,
+    MREExample,
+    MREInputError,
+    MREMissingFrequency,
+    _per_axis,
+    _reason,
+    parse_frequencies,
+)
 
 __all__ = [
     "READERS",
@@ -141,6 +149,27 @@ def load_example(
     p = Path(path)
     if not p.exists():
         raise MREInputError(f"{p}: no such file or folder.")
+    try:
+        return _dispatch(p, frequency, spacing, components)
+    except MemoryError:
+        from .data import _too_large
+
+        raise MREInputError(_too_large(p)) from None
+    except MREInputError as exc:
+        # every message names what was read (a file inside a folder names itself)
+        if str(exc).startswith(str(p)):
+            raise
+        raise MREInputError(f"{p}: {exc}") from None
+
+
+def _dispatch(
+    p: Path,
+    frequency: float | Sequence[float] | None,
+    spacing: float | Sequence[float] | None,
+    components: Sequence[str] | None,
+) -> MREExample:
+    """Read ``p`` with the registered reader that claims it; one ``frequency`` value is
+    supplied, selected or overridden as :func:`load_example` says."""
     reader = find_reader(p)
     if reader is None:
         if p.name.lower().endswith((*_NIFTI_SUFFIXES, ".json")):
@@ -190,8 +219,17 @@ def save_nifti_folder(
 
     The layout is the one :func:`load_example` reads: ``wave_real/wave_imag`` (or
     ``wave_mag/wave_phase``), ``mre_real/mre_imag``, ``anat``, ``mask`` and ``mre.json``
-    with the frequency in Hz. Spacing goes into the header zooms in mm. Multi-frequency
-    waves put the frequency axis last (the NIfTI "time" axis convention).
+    with the frequency in Hz. Spacing goes into the header zooms in mm. NIfTI axes are
+    ``(x, y, z, component, frequency)``: a 2-D wave with components is written as
+    ``(x, y, 1, component)`` (the NIfTI vector convention), and the sidecar's
+    ``"spatial_dims"`` says that the singleton z is not a slice. Multi-frequency waves put
+    the frequency axis last.
+
+    The files are written whole or not at all (see :func:`napari_mrepinn.outputs.atomic_folder`):
+    a new folder appears complete; in an existing folder every file is replaced at once at
+    the end, other files are left alone, and parts an earlier save wrote that this one does
+    not (e.g. ``wave_mag`` after ``wave_real``) are removed so they cannot be read with the
+    new ones.
 
     Parameters
     ----------
@@ -206,13 +244,24 @@ def save_nifti_folder(
     -------
     Path
         The folder.
+
+    Raises
+    ------
+    MREOutputError
+        (an :class:`MREInputError`) if the folder cannot be written.
     """
+    import gzip
+
     import nibabel as nib
+
+    from .outputs import atomic_folder, check_writable
 
     if parts not in ("real_imag", "mag_phase"):
         raise ValueError(f"parts must be 'real_imag' or 'mag_phase', got {parts!r}")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    # float32 images, gzip rarely worse than 1:1
+    check_writable(existing / ".probe", need_bytes=int(example.ds.nbytes // 2))
     sdims = example.spatial_dims
     spacing_m = np.array([example.spacing[d] for d in sdims], dtype=float)
     if len(sdims) == 3 and not np.isfinite(spacing_m[2]):
@@ -222,43 +271,60 @@ def save_nifti_folder(
     affine[: len(sdims), : len(sdims)] = np.diag(spacing_m * 1e3)
     affine[: len(sdims), 3] = origin_m * 1e3
 
-    def write(name: str, arr: np.ndarray) -> None:
+    def nifti_bytes(arr: np.ndarray) -> bytes:
         img = nib.Nifti1Image(np.asarray(arr), affine)
         img.header.set_xyzt_units("mm", "sec")
         zooms = list(img.header.get_zooms())
         zooms[: len(sdims)] = spacing_m * 1e3
         img.header.set_zooms(zooms)
-        nib.save(img, str(folder / f"{name}.nii.gz"))
+        # mtime=0: the same example gives the same bytes
+        return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
 
     def nifti_order(var: xr.DataArray) -> np.ndarray:
         # spatial axes first (NIfTI i, j, k), then component, then frequency
         order = [d for d in (*SPATIAL_DIMS, "component", "sequence", "frequency") if d in var.dims]
-        return var.transpose(*order).values
+        values = var.transpose(*order).values
+        if len(sdims) == 2 and "component" in var.dims:
+            values = np.expand_dims(values, 2)  # (x, y, 1, component...): axis 4 is the vector
+        return values
 
+    images: dict[str, np.ndarray] = {}
     wave = nifti_order(example.ds["wave"])
     if parts == "real_imag":
-        write("wave_real", wave.real.astype(np.float32))
-        write("wave_imag", wave.imag.astype(np.float32))
+        images["wave_real"] = wave.real.astype(np.float32)
+        images["wave_imag"] = wave.imag.astype(np.float32)
     else:
-        write("wave_mag", np.abs(wave).astype(np.float32))
-        write("wave_phase", np.angle(wave).astype(np.float32))
+        images["wave_mag"] = np.abs(wave).astype(np.float32)
+        images["wave_phase"] = np.angle(wave).astype(np.float32)
     if "mre" in example:
         mre = nifti_order(example.ds["mre"])
-        write("mre_real", mre.real.astype(np.float32))
-        write("mre_imag", mre.imag.astype(np.float32))
+        images["mre_real"] = mre.real.astype(np.float32)
+        images["mre_imag"] = mre.imag.astype(np.float32)
     if "anat" in example:
-        write("anat", nifti_order(example.ds["anat"]).astype(np.float32))
+        images["anat"] = nifti_order(example.ds["anat"]).astype(np.float32)
     if "mre_mask" in example:
-        write("mask", nifti_order(example.ds["mre_mask"]).astype(np.int16))
+        images["mask"] = nifti_order(example.ds["mre_mask"]).astype(np.int16)
     freqs = example.frequencies.tolist()
     meta: dict[str, Any] = {
         "frequency": freqs[0] if len(freqs) == 1 else freqs,
         "density": example.density,
+        "spatial_dims": list(sdims),
     }
     if "component" in example.ds.coords:
         meta["components"] = [str(c) for c in example.ds["component"].values]
-    (folder / "mre.json").write_text(json.dumps(meta, indent=2))
+    with atomic_folder(folder, replaces=_SAVED_NAMES) as stage:
+        for name, arr in images.items():
+            stage.write_bytes(f"{name}.nii.gz", nifti_bytes(arr))
+        stage.write_bytes("mre.json", json.dumps(meta, indent=2).encode())
     return folder
+
+
+# every file save_nifti_folder may write: a save removes those it does not write this time
+_SAVED_NAMES = (
+    *(f"{n}.nii.gz" for n in ("wave_real", "wave_imag", "wave_mag", "wave_phase",
+                              "mre_real", "mre_imag", "anat", "mask")),
+    "mre.json",
+)
 
 
 def save_mat(example: MREExample, path: str | os.PathLike, *, version: str = "5") -> Path:
@@ -267,7 +333,8 @@ def save_mat(example: MREExample, path: str | os.PathLike, *, version: str = "5"
     The wave is ``u_ft`` with MATLAB axes ``(y, x[, z][, component][, frequency])`` and
     the geometry goes into an ``info`` struct (``dx_m``, ``dy_m``, ``dz_m``,
     ``frequencies_Hz``). ``mre``, ``mre_mask`` and ``anat`` (as ``magnitude``) follow
-    with the same leading ``(y, x[, z])`` axes.
+    with the same leading ``(y, x[, z])`` axes. The file is written whole or not at all
+    (see :mod:`napari_mrepinn.outputs`).
 
     Parameters
     ----------
@@ -277,8 +344,18 @@ def save_mat(example: MREExample, path: str | os.PathLike, *, version: str = "5"
         Target ``.mat`` file.
     version : {"5", "7.3"}
         MATLAB file version: v5 via ``scipy.io.savemat``, v7.3 (HDF5) via ``h5py``.
+
+    Raises
+    ------
+    MREOutputError
+        (an :class:`MREInputError`) if the file cannot be written.
     """
+    from .outputs import atomic_open, check_writable, write_bytes
+
+    if version not in ("5", "7.3"):
+        raise ValueError(f"version must be '5' or '7.3', got {version!r}")
     path = Path(path)
+    check_writable(path, need_bytes=int(example.ds.nbytes))
 
     def mat_order(var: xr.DataArray) -> np.ndarray:
         order = [d for d in ("y", "x", "z", "component", "sequence", "frequency") if d in var.dims]
@@ -302,11 +379,10 @@ def save_mat(example: MREExample, path: str | os.PathLike, *, version: str = "5"
     if version == "5":
         import scipy.io
 
-        scipy.io.savemat(str(path), {**variables, "info": info}, do_compression=True)
-    elif version == "7.3":
-        _save_mat73(path, variables, info)
+        with atomic_open(path, "wb") as fh:
+            scipy.io.savemat(fh, {**variables, "info": info}, do_compression=True)
     else:
-        raise ValueError(f"version must be '5' or '7.3', got {version!r}")
+        write_bytes(path, _mat73_bytes(variables, info))
     return path
 
 
@@ -320,17 +396,9 @@ def _load_netcdf(
     if frequency is None and spacing is None and components is None:
         return MREExample.load(path)
     # overrides must be applied before validation, so read the dataset ourselves
-    from .data import _decode_complex
+    from .data import _read_netcdf
 
-    try:
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
-            ds = ds.load()
-    except Exception as exc:
-        raise MREInputError(
-            f"{path}: not a readable NetCDF/HDF5 file ({type(exc).__name__}: {exc}). "
-            "Is it truncated or of another format?"
-        ) from None
-    ds = _apply_overrides(_decode_complex(ds), frequency, spacing, components, path)
+    ds = _apply_overrides(_read_netcdf(path), frequency, spacing, components, path)
     return MREExample(ds, source=str(path))
 
 
@@ -343,7 +411,10 @@ def _apply_overrides(
 ) -> xr.Dataset:
     ds = ds.copy()
     if frequency is not None:
-        f = np.atleast_1d(np.asarray(frequency, dtype=float))
+        try:
+            f, _ = parse_frequencies(frequency)
+        except MREInputError as exc:
+            raise MREInputError(f"{source}: {exc}") from None
         if "frequency" in ds.dims:
             if len(f) != ds.sizes["frequency"]:
                 raise MREInputError(
@@ -359,7 +430,7 @@ def _apply_overrides(
             ds.attrs["frequency"] = float(f[0])
     if spacing is not None:
         sdims = [d for d in SPATIAL_DIMS if d in ds.dims]
-        sp = np.broadcast_to(np.asarray(spacing, dtype=float), (len(sdims),))
+        sp = _per_axis(spacing, len(sdims), "spacing", "voxel spacing in metres")
         if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
             raise MREInputError(f"{source}: spacing must be positive metres, got {spacing!r}.")
         new = {}
@@ -425,9 +496,11 @@ def _read_nifti(f: Path) -> tuple[np.ndarray, Any]:
     try:
         img = nib.load(str(f))
         data = np.asarray(img.dataobj)  # no scaling surprises: dataobj applies slope/inter
+    except MemoryError:
+        raise
     except Exception as exc:
         raise MREInputError(
-            f"{f}: not a readable NIfTI file ({type(exc).__name__}: {exc}). Is it truncated?"
+            f"{f}: not a readable NIfTI file ({_reason(exc)}). Is it truncated?"
         ) from None
     return data, img
 
@@ -496,7 +569,7 @@ def _sidecar(folder: Path) -> tuple[dict[str, Any], list[str]]:
         try:
             content = json.loads(f.read_text())
         except (OSError, ValueError) as exc:
-            bad.append(f"{f} ({exc})")
+            bad.append(f"{f} ({_reason(exc)})")
             continue
         if isinstance(content, dict):
             for k, v in content.items():
@@ -564,8 +637,25 @@ def _load_nifti_folder(
             f"{wave_files[0]}: wave has shape {wave.shape}; expected (x, y[, z][, component])"
             f"{' plus a last frequency axis' if multi else ''}."
         )
-    # 3 axes are (x, y, z); a 2-D wave with components is written as (x, y, 1, component)
-    spatial_ndim = 3 if ndim >= 3 else 2
+    if components is None and "components" in meta:
+        value, f = meta["components"]
+        if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+            raise MREInputError(
+                f"{f}: 'components' must be a list of labels like [\"z\", \"y\", \"x\"], "
+                f"got {value!r}."
+            )
+        components = value
+    declared = meta.get("spatial_dims", (None,))[0]
+    two_d = declared in (["x", "y"], ("x", "y"))
+    # 3 axes are (x, y, z), or (x, y, component) when the components are labelled; a 2-D
+    # wave with components is written as (x, y, 1, component) (the NIfTI vector axis)
+    if ndim == 4 and two_d and rest[2] == 1:
+        wave = wave.reshape(*wave.shape[: wave.ndim - 2], wave.shape[-1])
+        rest, ndim = rest[:2] + rest[3:], 3
+    if ndim == 3 and (two_d or (components is not None and len(components) == rest[2])):
+        spatial_ndim = 2
+    else:
+        spatial_ndim = 3 if ndim >= 3 else 2
 
     # ---- spacing: keyword > header zooms (mm, or the header's unit)
     if spacing is None:
@@ -580,11 +670,9 @@ def _load_nifti_folder(
         spacing_m = zooms * to_m
         origin = _origin_from_affine(img, spatial_ndim) * to_m
     else:
-        spacing_m = np.broadcast_to(np.asarray(spacing, dtype=float), (spatial_ndim,))
+        spacing_m = _per_axis(spacing, spatial_ndim, "spacing", "voxel spacing in metres")
         origin = np.zeros(spatial_ndim)
 
-    if components is None and "components" in meta:
-        components = [str(c) for c in meta["components"][0]]
     sshape = rest[:spatial_ndim]
 
     def others(role: str) -> np.ndarray | None:
@@ -630,7 +718,15 @@ def _load_nifti_folder(
         return arr
 
     mre, mask, anat = others("mre"), others("mask"), others("anat")
-    density = float(meta["density"][0]) if "density" in meta else 1000.0
+    density = 1000.0
+    if "density" in meta:
+        value, f = meta["density"]
+        try:
+            density = float(value)
+        except (TypeError, ValueError):
+            raise MREInputError(
+                f"{f}: 'density' must be a number of kg/m³, got {value!r}."
+            ) from None
     example = MREExample.from_numpy(
         wave,
         frequency=freqs if multi else freqs[0],
@@ -675,7 +771,7 @@ def _load_mat(
     try:
         is_h5 = h5py.is_hdf5(str(path))
     except OSError as exc:
-        raise MREInputError(f"{path}: cannot be read ({exc}).") from None
+        raise MREInputError(f"{path}: cannot be read ({_reason(exc)}).") from None
     variables = _read_mat73(path) if is_h5 else _read_mat5(path)
     variables = {k: v for k, v in variables.items() if not k.startswith("__")}
 
@@ -766,7 +862,7 @@ def _load_mat(
     u = np.swapaxes(u, lead, lead + 1)
 
     if spacing is not None:
-        spacing_m = np.broadcast_to(np.asarray(spacing, dtype=float), (spatial_ndim,))
+        spacing_m = _per_axis(spacing, spatial_ndim, "spacing", "voxel spacing in metres")
     else:
         keys = ("dx_m", "dy_m", "dz_m")[:spatial_ndim]
         if not all(k in lookup for k in keys[:2]):
@@ -834,20 +930,163 @@ def _describe(v: Any) -> str:
 
 
 def _read_mat5(path: Path) -> dict[str, Any]:
+    import io as _io
+
     import scipy.io
 
     try:
+        data = path.read_bytes()
+        if scipy.io.matlab.matfile_version(_io.BytesIO(data))[0] == 1:
+            # scipy's v5 reader trusts the sizes in the file and crashes the process
+            # (segfault) on a damaged one: check them in Python first
+            data = _checked_mat5(data)
         # no squeeze_me: a single z slice (y, x, 1, component) must keep its z axis
-        raw = scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=True)
+        raw = scipy.io.loadmat(_io.BytesIO(data), squeeze_me=False, struct_as_record=True)
     except NotImplementedError:
         # scipy says so for v7.3 files that h5py did not recognise: a damaged HDF5 file
         raise MREInputError(f"{path}: a MATLAB v7.3 file that is not readable HDF5.") from None
+    except MemoryError:
+        raise
     except Exception as exc:
         raise MREInputError(
-            f"{path}: not a readable MATLAB file ({type(exc).__name__}: {exc}). Is it "
+            f"{path}: not a readable MATLAB file ({_reason(exc)}). Is it "
             "truncated or of another format?"
         ) from None
     return {k: _mat5_value(v) for k, v in raw.items() if not k.startswith("__")}
+
+
+# MATLAB v5 data types: code -> item size in bytes (miINT8 ... miUTF32)
+_MI_SIZE = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 9: 8, 12: 8, 13: 8, 16: 1, 17: 2, 18: 4}
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+# MATLAB v5 array classes: cell, struct, object, char, sparse, then the numeric ones
+_MX_CELL, _MX_STRUCT, _MX_OBJECT, _MX_CHAR, _MX_SPARSE = 1, 2, 3, 4, 5
+_MX_NUMERIC = frozenset(range(6, 16))
+
+
+class _Damaged(Exception):
+    """A MATLAB v5 element whose sizes do not add up."""
+
+
+def _checked_mat5(data: bytes) -> bytes:
+    """The v5 file ``data`` with every size checked, decompressed, without exotic variables.
+
+    Walks every element: each must lie inside its parent, numeric data must hold exactly
+    ``prod(dims)`` items, compressed elements must inflate completely to one matrix.
+    Variables of classes this reader never needs (objects, sparse, function handles,
+    MATLAB opaque objects) are dropped rather than handed to scipy. Raises
+    ``ValueError`` for a damaged file (the caller turns it into an MREInputError).
+    """
+    import struct
+    import zlib
+
+    if len(data) < 128:
+        raise ValueError("shorter than the 128-byte MATLAB header")
+    endian = {b"IM": "<", b"MI": ">"}.get(data[126:128])
+    if endian is None:
+        raise ValueError("the MATLAB header has no byte-order mark")
+
+    def tag(buf: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
+        """(type, nbytes, data start, next element) of the element at ``pos``."""
+        if pos + 8 > end:
+            raise _Damaged("an element header runs past its end")
+        first, second = struct.unpack_from(endian + "II", buf, pos)
+        if first >> 16:  # small data element: 2-byte size, 2-byte type, 4 bytes of data
+            mtype, nbytes = first & 0xFFFF, first >> 16
+            if nbytes > 4:
+                raise _Damaged("a small element claims more than 4 bytes")
+            return mtype, nbytes, pos + 4, pos + 8
+        nbytes = second
+        if pos + 8 + nbytes > end:
+            raise _Damaged("an element runs past its end")
+        return first, nbytes, pos + 8, min(pos + 8 + nbytes + (-nbytes % 8), end)
+
+    def numeric(buf: bytes, pos: int, end: int, count: int | None) -> int:
+        mtype, nbytes, _, nxt = tag(buf, pos, end)
+        size = _MI_SIZE.get(mtype)
+        if size is None or nbytes % size or (count is not None and nbytes != count * size):
+            raise _Damaged("a data element does not match its array's size")
+        return nxt
+
+    def matrix(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+        """Check the miMATRIX at ``pos``; returns (its array class, next element)."""
+        mtype, nbytes, start, nxt = tag(buf, pos, end)
+        if mtype != _MI_MATRIX:
+            raise _Damaged("expected a matrix element")
+        if nbytes == 0:
+            return 0, nxt  # an empty cell entry
+        stop = start + nbytes
+        ftype, fbytes, fstart, p = tag(buf, start, stop)
+        if ftype != 6 or fbytes != 8:
+            raise _Damaged("bad array flags")
+        flags = struct.unpack_from(endian + "I", buf, fstart)[0]
+        cls, is_complex = flags & 0xFF, bool(flags & 0x800)
+        dtype_, dbytes, dstart, p = tag(buf, p, stop)
+        if dtype_ != 5 or dbytes % 4 or dbytes < 8:
+            raise _Damaged("bad dimensions")
+        dims = struct.unpack_from(f"{endian}{dbytes // 4}i", buf, dstart)
+        if min(dims) < 0:
+            raise _Damaged("negative dimensions")
+        count = int(np.prod(np.asarray(dims, dtype=np.float64)))
+        p = numeric(buf, p, stop, None)  # the name (int8 text)
+        if cls in _MX_NUMERIC:
+            p = numeric(buf, p, stop, count)
+            if is_complex:
+                p = numeric(buf, p, stop, count)
+        elif cls == _MX_CHAR:
+            p = numeric(buf, p, stop, None)
+        elif cls == _MX_CELL:
+            for _ in range(count):
+                inner, p = matrix(buf, p, stop)
+                if inner in (_MX_OBJECT, _MX_SPARSE) or inner > 15:
+                    raise _Damaged("unsupported class inside a cell")
+        elif cls == _MX_STRUCT:
+            ltype, lbytes, lstart, p = tag(buf, p, stop)
+            if ltype != 5 or lbytes != 4:
+                raise _Damaged("bad struct field-name length")
+            name_len = struct.unpack_from(endian + "i", buf, lstart)[0]
+            ntype, nbytes_, _, p = tag(buf, p, stop)
+            if name_len <= 0 or ntype != 1 or nbytes_ % name_len:
+                raise _Damaged("bad struct field names")
+            for _ in range(count * (nbytes_ // name_len)):
+                inner, p = matrix(buf, p, stop)
+                if inner in (_MX_OBJECT, _MX_SPARSE) or inner > 15:
+                    raise _Damaged("unsupported class inside a struct")
+        else:
+            return cls, nxt  # object, sparse, function, opaque: dropped by the caller
+        if p > stop:
+            raise _Damaged("a matrix runs past its end")
+        return cls, nxt
+
+    out = bytearray(data[:128])
+    pos = 128
+    while pos < len(data):
+        try:
+            mtype, nbytes, start, nxt = tag(data, pos, len(data))
+        except _Damaged as exc:
+            raise ValueError(f"{exc} (byte {pos})") from None
+        if mtype == _MI_COMPRESSED:
+            inflater = zlib.decompressobj()
+            try:
+                element = inflater.decompress(data[start : start + nbytes])
+            except zlib.error as exc:
+                raise ValueError(f"a compressed variable is damaged ({exc})") from None
+            if not inflater.eof or inflater.unused_data:
+                raise ValueError("a compressed variable is cut short or damaged")
+            nxt = start + nbytes  # compressed elements are not padded
+        elif mtype == _MI_MATRIX:
+            element = data[pos:nxt]
+        else:
+            raise ValueError(f"an element of unknown type {mtype} at byte {pos}")
+        try:
+            cls, end = matrix(element, 0, len(element))
+        except (_Damaged, struct.error) as exc:
+            raise ValueError(f"a variable is damaged ({exc})") from None
+        if end != len(element):
+            raise ValueError("a compressed variable holds more than one matrix")
+        if cls in _MX_NUMERIC or cls in (_MX_CHAR, _MX_CELL, _MX_STRUCT):
+            out += element + bytes(-len(element) % 8)
+        pos = nxt
+    return bytes(out)
 
 
 def _mat5_value(v: Any) -> Any:
@@ -889,16 +1128,21 @@ def _read_mat73(path: Path) -> dict[str, Any]:
     try:
         with h5py.File(str(path), "r") as f:
             return {k: convert(v) for k, v in f.items() if not k.startswith("#")}
-    except MREInputError:
+    except (MREInputError, MemoryError):
         raise
     except Exception as exc:
         raise MREInputError(
-            f"{path}: not a readable MATLAB v7.3 (HDF5) file ({type(exc).__name__}: {exc})."
+            f"{path}: not a readable MATLAB v7.3 (HDF5) file ({_reason(exc)})."
         ) from None
 
 
-def _save_mat73(path: Path, variables: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> None:
-    """A minimal MATLAB v7.3 writer: HDF5 with a 512-byte MATLAB header, arrays transposed."""
+def _mat73_bytes(variables: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> bytes:
+    """A minimal MATLAB v7.3 file: HDF5 with a 512-byte MATLAB header, arrays transposed.
+
+    Built in memory: libhdf5 never writes to the disk itself (it crashes when the disk
+    fills under it), the caller writes the bytes.
+    """
+    import io as _io
     import time
 
     import h5py
@@ -918,8 +1162,8 @@ def _save_mat73(path: Path, variables: Mapping[str, np.ndarray], info: Mapping[s
             cls = "int32" if np.issubdtype(a.dtype, np.integer) else "double"
             ds.attrs["MATLAB_class"] = np.bytes_(cls)
 
-    tmp = path.with_name(path.name + ".partial")
-    with h5py.File(str(tmp), "w", userblock_size=512) as f:
+    buffer = _io.BytesIO()
+    with h5py.File(buffer, "w", userblock_size=512) as f:
         for name, value in variables.items():
             put(f, name, value)
         g = f.create_group("info")
@@ -931,9 +1175,9 @@ def _save_mat73(path: Path, variables: Mapping[str, np.ndarray], info: Mapping[s
         f"{time.strftime('%a %b %d %H:%M:%S %Y')} HDF5 schema 1.00 ."
     ).encode()
     header = header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
-    with open(tmp, "r+b") as fh:
-        fh.write(header.ljust(512, b"\x00"))
-    os.replace(tmp, path)
+    data = bytearray(buffer.getbuffer())
+    data[:512] = header.ljust(512, b"\x00")
+    return bytes(data)
 
 
 # ====================================================================== registrations

@@ -26,7 +26,7 @@ import torch
 
 from .callbacks import Callback, Convergence, LRDecay, ProgressBar, Resampler
 from .config import TrainingConfig, default_threads
-from .data import MREExample, MREInputError
+from .data import MREExample, MREInputError, warn_implausible_modulus
 from .networks import MREPINN, resolve_modulus_prior
 from .physics import WaveEquation
 from .training import MREPINNModel
@@ -83,6 +83,7 @@ def build_model(
         Fields of ``config`` to change.
     """
     config = _config(config, overrides).check(example)
+    example.check_signal()  # a wave without motion holds no stiffness
     out = example.copy()
 
     # direct inversion: a baseline to show and the physical prior of the modulus
@@ -211,6 +212,7 @@ def fit(
         res = model.results(progress=progress)
     for name in ("wave_pred", "mu_pred", "pde_residual"):
         out.ds[name] = res[name]
+    warn_implausible_modulus(out["mu_pred"], out.mask, name="mu_pred", source=out.source)
     settings = model.settings()
     settings.update(iters=model.iteration, converged_at=model.converged_at,
                     seconds=round(seconds, 3),

@@ -13,9 +13,7 @@ entered the statistics.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -355,15 +353,8 @@ def write_csv(table: Any, path: str | os.PathLike) -> Path:
         raise MREInputError(f"{out}: is a folder; give a file name ending in .csv.")
     if not out.parent.is_dir():
         raise MREInputError(f"{out}: the folder {out.parent} does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            table.to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from .outputs import atomic_open
+
+    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
+        table.to_csv(fh, index=False)
     return out

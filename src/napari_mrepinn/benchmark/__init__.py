@@ -257,9 +257,13 @@ def main(args: Any) -> int:
         A device torch cannot use, a negative thread count, or ``--gui-overhead``.
     """
     from ..data import MREInputError
+    from ..outputs import check_writable, write_text
 
     if getattr(args, "gui_overhead", False):
         raise MREInputError(GUI_OVERHEAD_HINT)
+    output = getattr(args, "output", None)
+    if output:
+        check_writable(output)  # before the minutes of timing, not after
     cfg = BenchmarkConfig.quick() if getattr(args, "quick", False) else BenchmarkConfig.full()
     threads = int(getattr(args, "threads", 0) or 0)
     if threads < 0:
@@ -269,9 +273,8 @@ def main(args: Any) -> int:
     result = run_benchmark(cfg, devices=devices, parts=_parts(args),
                            log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(format_markdown(result))
-    output = getattr(args, "output", None)
     if output:
-        Path(output).write_text(json.dumps(_jsonable(result), indent=1))
+        write_text(output, json.dumps(_jsonable(result), indent=1))
         print(f"\nwrote {output}")
     ok = all(r["check"]["passed"] for r in result["devices"].values() if "check" in r)
     if not ok:

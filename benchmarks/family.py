@@ -45,7 +45,7 @@ from napari_mrepinn.data import MREExample
 from napari_mrepinn.metrics import evaluate
 
 NOISE_LEVELS = {"noise-free": 0.0, "30 dB": 1e-3, "20 dB": 1e-2}
-SIGMA_SWEEP = (0.0, 0.65, 1.0, 1.5, 2.0)  # Gaussian pre-smoothing, voxels (0 = none)
+SIGMA_SWEEP = (0.0, 0.65, 1.0, 1.5, 2.0, 3.0, 4.0)  # Gaussian pre-smoothing, voxels (0 = none)
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".family_cache"
 
 

@@ -37,6 +37,7 @@ _SUBMODULES = {
     "io",
     "figures",
     "benchmark",
+    "forward3d",
 }
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "data",
     "figures",
     "fit",
+    "forward3d",
     "io",
     "metrics",
     "msae_loss",

@@ -88,8 +88,19 @@ def test_fd3_bias_oblique_wave_3d_with_components():
     expected = RHO * (2 * np.pi * f) ** 2 * h**2 / lam_h2
     np.testing.assert_allclose(mu, expected, rtol=1e-9)
     # the in-plane Laplacian ignores the through-plane part of k and overestimates |G*|
-    mu2 = baselines.ahi(ex, despeckle=False).values[2:-2, 2:-2, 2:-2]
-    assert np.median(np.abs(mu2)) > 1.5 * abs(expected)
+    mu2 = baselines.ahi(ex, despeckle=False, dims="xy")
+    assert mu2.attrs["laplacian_dims"] == "x,y" and mu2.attrs["dims_source"] == "user"
+    assert np.median(np.abs(mu2.values[2:-2, 2:-2, 2:-2])) > 1.5 * abs(expected)
+    # a volume of >= AUTO_3D_MIN_SLICES slices is inverted in 3-D by default, and says so
+    auto = baselines.ahi(ex, despeckle=False)
+    assert auto.attrs["laplacian_dims"] == "x,y,z" and auto.attrs["dims_source"] == "auto"
+    np.testing.assert_allclose(auto.values[2:-2, 2:-2, 2:-2], expected, rtol=1e-9)
+    m_auto = baselines.mdev(ex)
+    assert m_auto.attrs["laplacian_dims"] == "x,y,z"
+    # a thin slab (fewer slices) falls back to in-plane derivatives
+    thin = MREExample(ex.ds.isel(z=slice(0, baselines.AUTO_3D_MIN_SLICES - 1)))
+    assert baselines.ahi(thin).attrs["laplacian_dims"] == "x,y"
+    assert baselines.resolve_dims(thin, "xyz") == ("x", "y", "z")
 
 
 def _da(values, h, dims=("x", "y")):

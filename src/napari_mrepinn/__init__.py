@@ -60,6 +60,7 @@ _SUBMODULES = {
     "scanner",
     "acquisition",
     "outputs",
+    "forward3d",
 }
 
 __all__ = [
@@ -85,6 +86,7 @@ __all__ = [
     "derivatives",
     "figures",
     "fit",
+    "forward3d",
     "io",
     "kmdev",
     "metrics",

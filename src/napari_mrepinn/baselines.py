@@ -33,6 +33,7 @@ from scipy import ndimage, signal
 from .data import MREExample, MREInputError, warn_implausible_modulus
 
 __all__ = [
+    "AUTO_3D_MIN_SLICES",
     "LAPLACIAN_METHODS",
     "SMOOTHING_METHODS",
     "ahi",
@@ -40,12 +41,20 @@ __all__ = [
     "fd3_plane_wave_bias",
     "laplacian",
     "mdev",
+    "resolve_dims",
     "smooth",
 ]
 
 LAPLACIAN_METHODS = ("fd3", "gradient", "savgol")
 SMOOTHING_METHODS = (None, "gaussian", "savgol")
 BOUNDARIES = ("one-sided", "mirror")
+
+# With at least this many slices a volume is inverted with 3-D derivatives by default: the
+# wave varies along z in a real exam (an oblique wave), and the in-plane Laplacian then
+# misses k_z², which biases G* upwards by (k/k_xy)². With fewer slices a z second
+# difference is mostly edge stencil, and a slab of 2-D slice solutions (the liver
+# phantom) has no through-plane wave to see.
+AUTO_3D_MIN_SLICES = 5
 
 # Voxels whose denominator is below this fraction of the largest one carry no usable wave
 # information; they get G* = 0 instead of a huge or infinite value. Relative, so the
@@ -520,6 +529,33 @@ def despeckle(
 
 
 # ---------------------------------------------------------------------- inversions
+def resolve_dims(example: MREExample, dims: Sequence[str] | str | None = None) -> tuple[str, ...]:
+    """The spatial dims an inversion differentiates along.
+
+    Parameters
+    ----------
+    example : MREExample
+        The data.
+    dims : None, "auto", "xy", "xyz" or sequence of str
+        None or ``"auto"``: all spatial dims (3-D derivatives) when the example has a ``z``
+        dim of at least :data:`AUTO_3D_MIN_SLICES` slices, else the in-plane dims. A string
+        such as ``"xy"`` names one dim per letter.
+
+    Returns
+    -------
+    tuple of str
+    """
+    ex = _as_example(example)
+    if dims is None or (isinstance(dims, str) and dims == "auto"):
+        sd = ex.spatial_dims
+        if "z" in sd and ex.ds.sizes["z"] >= AUTO_3D_MIN_SLICES:
+            return tuple(sd)
+        return tuple(d for d in sd if d != "z")
+    if isinstance(dims, str):
+        return tuple(dims)
+    return tuple(dims)
+
+
 def _as_example(example) -> MREExample:
     if isinstance(example, MREExample):
         return example
@@ -655,7 +691,7 @@ def ahi(
     laplacian: LaplacianMethod | None = None,
     despeckle: bool = True,
     threshold: float = 3.0,
-    dims: Sequence[str] = ("x", "y"),
+    dims: Sequence[str] | str | None = None,
     polar: bool = True,
     boundary: Boundary = "one-sided",
     apply_mask: bool = False,
@@ -688,8 +724,13 @@ def ahi(
         Clamp outliers of ``1/∇²u`` (see :func:`despeckle`) before inverting.
     threshold : float
         Despeckle clamp factor.
-    dims : sequence of str
-        Laplacian dims: in-plane ``("x", "y")`` by default, ``("x", "y", "z")`` for 3-D.
+    dims : None, "auto", "xy", "xyz" or sequence of str
+        Laplacian (and smoothing) dims. Default (None = ``"auto"``, see
+        :func:`resolve_dims`): 3-D ``("x", "y", "z")`` for a volume of at least
+        :data:`AUTO_3D_MIN_SLICES` slices, in-plane ``("x", "y")`` for a slice or a thin
+        slab. Pass ``"xy"`` for the slice-wise inversion of the published AHI/MDEV. The
+        result's ``laplacian_dims`` attribute says which was used, ``dims_source``
+        whether it was chosen automatically.
     polar : bool
         True (default): the polar form of Oliphant et al. (2001) summed over components,
         ``|G*| = ρω² Σ|u| / Σ|∇²u|``, ``cos φ = -Σ Re(ū ∇²u) / Σ|u||∇²u|`` with
@@ -719,6 +760,8 @@ def ahi(
     ex = _as_example(example)
     if frequency is not None:
         ex = ex.select_frequency(frequency)
+    auto = dims is None or dims == "auto"
+    dims = resolve_dims(ex, dims)
     wave, u, lap, lap_abs, method = _prepare(
         ex, dims, smoothing, sigma, savgol_order, savgol_window, laplacian, boundary,
         despeckle, threshold,
@@ -760,6 +803,7 @@ def ahi(
 
     attrs = _settings_attrs("AHI", method, smoothing, sigma, savgol_order, savgol_window,
                             dims, boundary, ex.density)
+    attrs["dims_source"] = "auto" if auto else "user"
     attrs["polar"] = int(polar)
     attrs["despeckle"] = int(despeckle)
     if despeckle:
@@ -779,7 +823,7 @@ def mdev(
     laplacian: LaplacianMethod | None = None,
     despeckle: bool = False,
     threshold: float = 3.0,
-    dims: Sequence[str] = ("x", "y"),
+    dims: Sequence[str] | str | None = None,
     boundary: Boundary = "one-sided",
     apply_mask: bool = False,
 ) -> xr.DataArray:
@@ -816,6 +860,8 @@ def mdev(
         where the summed Laplacian vanishes.
     """
     ex = _as_example(example)
+    auto = dims is None or dims == "auto"
+    dims = resolve_dims(ex, dims)
     wave, u, lap, lap_abs, method = _prepare(
         ex, dims, smoothing, sigma, savgol_order, savgol_window, laplacian, boundary,
         despeckle, threshold,
@@ -837,6 +883,7 @@ def mdev(
     mu = mu.astype(np.complex128 if u.dtype == np.complex128 else np.complex64, copy=False)
     attrs = _settings_attrs("MDEV", method, smoothing, sigma, savgol_order, savgol_window,
                             dims, boundary, ex.density)
+    attrs["dims_source"] = "auto" if auto else "user"
     attrs["despeckle"] = int(despeckle)
     attrs["frequencies_hz"] = ",".join(f"{f:g}" for f in ex.frequencies)
     return _output(mu, ex, "mu_mdev", (), attrs, apply_mask)

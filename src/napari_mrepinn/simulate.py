@@ -266,7 +266,7 @@ def cylinder(
     viscosity: float = 1.0,
     shape: Sequence[int] = (64, 64),
     spacing: float = 1e-3,
-    direction: float = 0.0,
+    direction: float | Sequence[float] = 0.0,
     noise_ratio: float = 0.0,
     seed: int | None = None,
 ) -> MREExample:
@@ -286,8 +286,11 @@ def cylinder(
         Grid size (x, y) in voxels.
     spacing : float
         Voxel size in metres.
-    direction : float
-        Incident direction of travel, radians from ``+x``.
+    direction : float or sequence of float
+        Incident direction of travel, radians from ``+x``. A sequence of 1 to 3 directions
+        gives one component per direction (labels ``"z"``, ``"y"``, ``"x"``; the later ones
+        with the amplitudes and phases of :func:`four_target`), each an exact solution of
+        the scalar equation on its own (the ``hetero`` model, as in :func:`four_target`).
     noise_ratio : float
         Complex Gaussian noise power relative to ``mean|u|²`` (0 = none).
     seed : int, optional
@@ -297,7 +300,7 @@ def cylinder(
     -------
     MREExample
         Dims ``(x, y, component)`` with one component labelled ``"z"`` (the anti-plane
-        displacement). The grid is centred on the inclusion (voxel centres at
+        displacement) per direction. The grid is centred on the inclusion (voxel centres at
         ``(i - (n-1)/2)·spacing``). ``mre`` is the true ``G*`` map (Pa), ``mre_mask`` is
         1 in the background and 2 in the inclusion.
     """
@@ -315,30 +318,41 @@ def cylinder(
     a = _positive("radius", radius)
     k_max = max(abs(complex(wavenumber(g, f))) for g in (g1, g2))
     n_terms = max(30, int(np.ceil(k_max * a + 10)))
-    u = cylinder_field(
-        xx,
-        yy,
-        frequency=f,
-        radius=a,
-        mu_background=g1,
-        mu_inclusion=g2,
-        direction=direction,
-        n_terms=n_terms,
+    dirs = np.atleast_1d(np.asarray(direction, dtype=float))
+    if dirs.ndim != 1 or not 1 <= dirs.size <= 3 or not np.all(np.isfinite(dirs)):
+        raise MREInputError(f"direction must be 1 to 3 angles in radians, got {direction!r}.")
+    u = np.stack(
+        [
+            amp * cylinder_field(
+                xx,
+                yy,
+                frequency=f,
+                radius=a,
+                mu_background=g1,
+                mu_inclusion=g2,
+                direction=float(d),
+                n_terms=n_terms,
+            )
+            for d, amp in zip(dirs, _COMPONENT_AMPLITUDES, strict=False)
+        ],
+        axis=-1,
     )
     inside = np.hypot(xx, yy) < a
     mre = np.where(inside, g2, g1)
     mask = np.where(inside, 2, 1).astype(np.int32)
     ex = MREExample.from_numpy(
-        u[..., None],
+        u,
         f,
         h,
         mre=mre,
         mre_mask=mask,
         origin=(x[0], y[0]),
-        components=["z"],
+        components=list("zyx"[: dirs.size]),
         spatial_ndim=2,
     )
-    _annotate(ex, "cylinder", viscosity=float(viscosity), radius=a, direction=float(direction))
+    _annotate(ex, "cylinder", viscosity=float(viscosity), radius=a, direction=float(dirs[0]))
+    if dirs.size > 1:
+        ex.ds.attrs["directions"] = ",".join(f"{d:.6g}" for d in dirs)
     if nr > 0:
         ex = ex.add_gaussian_noise(nr, seed)
     return ex

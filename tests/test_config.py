@@ -133,7 +133,9 @@ def test_fit_takes_a_config_or_overrides_and_restores_threads(plane_example):
 
 def test_in_plane_or_3d_derivatives(plane_example):
     vol = MREExample.from_numpy(np.ones((6, 6, 8), complex), 60.0, 1e-3)
-    assert TrainingConfig().in_plane(vol)
-    assert not TrainingConfig(derivative_axes="3d").in_plane(vol)
-    assert not TrainingConfig(derivative_axes="auto").in_plane(vol)
+    thin = MREExample.from_numpy(np.ones((6, 6, 3), complex), 60.0, 1e-3)
+    assert not TrainingConfig().in_plane(vol)  # auto: a volume is differentiated in 3-D
+    assert TrainingConfig().in_plane(thin)  # ... a thin stack slice by slice
+    assert TrainingConfig(derivative_axes="in-plane").in_plane(vol)
+    assert not TrainingConfig(derivative_axes="3d").in_plane(thin)
     assert TrainingConfig(derivative_axes="3d").in_plane(plane_example)  # one slice

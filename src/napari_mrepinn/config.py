@@ -51,9 +51,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "L-BFGS")
-DERIVATIVE_AXES = ("in-plane", "3d", "auto")
-#: 'auto' derivative axes differentiate along z from this many slices on
-MIN_SLICES_3D = 5
+DERIVATIVE_AXES = ("auto", "in-plane", "3d")
 
 
 # ---------------------------------------------------------------------------- loss terms
@@ -230,9 +228,9 @@ class TrainingConfig:
     engine: str = _opt("fast", "derivative engine ('reference' is the published method)",
                        choices=ENGINES, widget=False)
     derivative_axes: str = _opt(
-        "in-plane", "axes the PDE differentiates: 'in-plane' (x, y: slice-wise, as "
-        "published), '3d' (x, y, z) or 'auto' (3d when the volume has at least "
-        "MIN_SLICES_3D slices)", choices=DERIVATIVE_AXES, widget=False)
+        "auto", "axes the PDE and the AHI prior differentiate: 'auto' (3d for volumes of at "
+        "least baselines.AUTO_3D_MIN_SLICES slices, else in-plane), 'in-plane' (x, y: "
+        "slice-wise, as published) or '3d'", choices=DERIVATIVE_AXES, widget=False)
     ahi: bool = _opt(True, "run AHI for the modulus prior and as a baseline", widget=False)
     ahi_sigma: float = _opt(1.0, "Gaussian pre-smoothing of the AHI prior", unit="voxels",
                             minimum=0.0, widget=False)
@@ -265,8 +263,10 @@ class TrainingConfig:
         n_z = dict(zip(example.spatial_dims, example.spatial_shape, strict=True)).get("z", 1)
         if self.derivative_axes == "3d":
             return n_z < 2
-        if self.derivative_axes == "auto":
-            return n_z < MIN_SLICES_3D
+        if self.derivative_axes == "auto":  # the one rule, shared with AHI and MDEV
+            from .baselines import resolve_dims
+
+            return "z" not in resolve_dims(example, "auto")
         return True
 
     # ------------------------------------------------------------------ serialisation

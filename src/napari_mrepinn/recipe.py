@@ -90,7 +90,9 @@ def build_model(
     if config.ahi:
         from . import baselines
 
-        mu_ahi = baselines.ahi(out, smoothing="gaussian", sigma=config.ahi_sigma)
+        # the prior differentiates along the same axes as the PDE
+        dims = "xy" if config.in_plane(out) else "".join(out.spatial_dims)
+        mu_ahi = baselines.ahi(out, smoothing="gaussian", sigma=config.ahi_sigma, dims=dims)
         if "frequency" in mu_ahi.dims:
             mu_ahi = mu_ahi.isel(frequency=0, drop=True)
         out.ds["mu_ahi"] = mu_ahi

@@ -25,6 +25,7 @@ from napari_mrepinn import baselines, batch, simulate
 from napari_mrepinn.config import TrainingConfig
 from napari_mrepinn.data import MREExample, MREInputError
 from napari_mrepinn.metrics import evaluate
+from napari_mrepinn.outputs import MREOutputError
 
 TINY = TrainingConfig(iters=20, n_points=64, n_layers=2, n_hidden=8, pde_warmup_iters=5,
                       threads=1)
@@ -266,7 +267,8 @@ def test_a_failed_write_leaves_the_old_result_and_no_temporary(tmp_path):
         tmp.write_text("partial")
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    # the one output discipline: an I/O failure is one clear MREOutputError line
+    with pytest.raises(MREOutputError, match="disk full"):
         batch._atomic_write(target, half_written)
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
     batch._atomic_write(target, lambda tmp: tmp.write_text("new"))

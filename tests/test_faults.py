@@ -236,7 +236,7 @@ def test_fit_to_a_folder_it_cannot_write_fails_before_training(tmp_path, capsys,
                      "does not exist")
 
 
-def _fake_fit(example, **kwargs):
+def _fake_fit(example, config=None, **kwargs):
     out = example.copy()
     out["mu_pred"] = example.ds["mre"] * 1.01
     return out
@@ -245,9 +245,9 @@ def _fake_fit(example, **kwargs):
 def test_ctrl_c_while_drawing_the_figure_says_what_was_written(tmp_path, capsys,
                                                               monkeypatch):
     import napari_mrepinn.figures as figures
-    import napari_mrepinn.training as training
+    import napari_mrepinn.recipe as recipe
 
-    monkeypatch.setattr(training, "fit", _fake_fit)
+    monkeypatch.setattr(recipe, "fit", _fake_fit)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -264,12 +264,12 @@ def test_ctrl_c_while_drawing_the_figure_says_what_was_written(tmp_path, capsys,
 
 
 def test_ctrl_c_before_any_output_says_nothing_was_written(tmp_path, capsys, monkeypatch):
-    import napari_mrepinn.training as training
+    import napari_mrepinn.recipe as recipe
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "fit", interrupted)
+    monkeypatch.setattr(recipe, "fit", interrupted)
     assert main(["fit", str(_tiny_input(tmp_path)), "-o", str(tmp_path / "o.nc")]) == 130
     assert capsys.readouterr().err.strip() == (
         "mrepinn: stopped by the user; no output was written."

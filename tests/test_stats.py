@@ -10,6 +10,7 @@ import xarray as xr
 from napari_mrepinn import simulate
 from napari_mrepinn.cli import main
 from napari_mrepinn.data import MREExample, MREInputError
+from napari_mrepinn.outputs import MREOutputError
 from napari_mrepinn.stats import (
     STAT_COLUMNS,
     load_roi,
@@ -122,7 +123,7 @@ def test_csv_round_trip_and_atomic_write(tmp_path):
             raise OSError("disk full")
 
     before = path.read_bytes()
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(MREOutputError, match="disk full"):  # one line, not a traceback
         write_csv(Broken(table), path)
     assert path.read_bytes() == before  # the old file is untouched
     assert os.listdir(tmp_path) == ["stats.csv"]  # no temporary file left behind

@@ -556,7 +556,13 @@ def run_exam(
         stored |= {m: {"key": keys[m], "row": r} for m, r in done.items()}
         result.ds.attrs[ATTR] = json.dumps(
             {"input_key": input_key, "input_hash": content_hash, "methods": stored})
-        _atomic_write(out_path, result.save)
+        # atomic (MREExample.save writes through outputs.atomic_path). Inside a Dask worker
+        # xarray would take a cluster-wide lock named after the file, which an in-memory
+        # NetCDF image does not have: write with the local scheduler's plain lock.
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):
+            result.save(out_path)
     return {"rows": list(rows.values()), "task_seconds": time.perf_counter() - t0}
 
 

@@ -41,8 +41,9 @@ def _load(args: argparse.Namespace, path: str | None = None) -> MREExample:
 
 def _add_reading_flags(p: argparse.ArgumentParser, frequency_help: str) -> None:
     """The metadata flags of every command that reads a file (applied at load time)."""
-    p.add_argument("--frequency", type=_finite_float, help=frequency_help)
-    p.add_argument("--spacing", type=_finite_float, nargs="+", metavar="MM",
+    # NaN and the like pass here: load_example refuses them with the file's name
+    p.add_argument("--frequency", type=float, help=frequency_help)
+    p.add_argument("--spacing", type=float, nargs="+", metavar="MM",
                    help="voxel spacing in mm (one value, or one per axis x y [z]); "
                    "overrides or supplies what the file says")
     p.add_argument("--components", nargs="+", metavar="AXIS",

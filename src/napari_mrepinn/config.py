@@ -189,13 +189,16 @@ class TrainingConfig:
         0.1, "cosine decay of the learning rate after the warm-up to this factor at the "
         "last iteration (1 = constant)", label="final lr factor", minimum=0.0, maximum=1.0)
     optimizer: str = _opt("adam", "optimiser", choices=OPTIMIZERS, label="optimizer")
+    # 0.01 × 2 checks: the four-target slice stops at 3 200 of 5 000 iterations, R 0.839
+    # (0.846 for all 5 000) in 35 s instead of 90 s; at 30 dB R 0.837 (0.839); the 30 dB and
+    # 20 dB cylinders would stop at 3 100 / 3 500 with R 0.857 / 0.846 (0.862 / 0.840)
     stop_tol: float = _opt(
-        0.0, "stop when the median relative change of |G*| between two checks stays below "
+        0.01, "stop when the median relative change of |G*| between two checks stays below "
         "this (0 = run all iterations)", label="converged when |G*| changes <", minimum=0.0,
         maximum=1.0)
     stop_every: int = _opt(100, "iterations between two convergence checks", unit="it",
                            minimum=1, widget=False)
-    stop_patience: int = _opt(3, "checks in a row below stop_tol before stopping",
+    stop_patience: int = _opt(2, "checks in a row below stop_tol before stopping",
                               minimum=1, widget=False)
     resample_every: int = _opt(1, "redraw the collocation points every N iterations",
                                unit="it", label="resample every", minimum=1)

@@ -162,11 +162,14 @@ def fit(
        ``detach=True`` the PDE trains only the modulus network).
     4. **Adam** at ``lr = 1e-3`` with a cosine decay to 0.1× after the warmup (late small
        steps average out the noise of the random batches), 1024 fresh points per
-       iteration, 5000 iterations in all (:data:`DEFAULT_ITERS`); the published 100 000
+       iteration, at most 5000 iterations in all (``config.iters``); the published 100 000
        iterations at 1e-4 would take hours on a CPU.
-
-    Losses are dimensionless (see the module docstring), so these defaults do not depend on
-    the units or scale of the wave.
+    5. **Converged stop** (:class:`~napari_mrepinn.callbacks.Convergence`): from 500
+       iterations after the warm-up, every 100 iterations the median relative change of
+       ``|G*|`` on the held-out points is measured; two checks in a row below 1 %
+       (``stop_tol``) end the run. The map forms within about 100 PDE iterations and then
+       settles: the four-target slice stops at 3 200 iterations with R 0.839 in 35 s
+       (0.846 after all 5 000, 90 s).
 
     Losses are dimensionless (see :mod:`napari_mrepinn.training`), so these defaults do not
     depend on the units or scale of the wave. Torch uses ``config.threads`` CPU threads

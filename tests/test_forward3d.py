@@ -52,6 +52,7 @@ def plane_wave_errors():
             ((1, "navier"), (2, "navier"), (1, "hetero"))}
 
 
+@pytest.mark.slow  # a 3-D solve in its fixture (15–20 s): CI runs it
 def test_homogeneous_medium_gives_the_closed_form_plane_wave(plane_wave_errors):
     # the wave enters through the TF/SF surface and crosses the grid under the discrete
     # equation, so this measures dispersion and the source, not a copy of the input
@@ -59,6 +60,7 @@ def test_homogeneous_medium_gives_the_closed_form_plane_wave(plane_wave_errors):
     assert plane_wave_errors[(1, "hetero")] < 0.03
 
 
+@pytest.mark.slow  # a 3-D solve in its fixture (15–20 s): CI runs it
 def test_plane_wave_error_converges_at_second_order(plane_wave_errors):
     e1, e2 = plane_wave_errors[(1, "navier")], plane_wave_errors[(2, "navier")]
     assert e2 < e1 / 3  # second order: 4x per halving of the step
@@ -72,6 +74,7 @@ def sphere_case():
     )
 
 
+@pytest.mark.slow  # a 3-D solve in its fixture (15–20 s): CI runs it
 def test_labels_modulus_and_metadata(sphere_case):
     ex = sphere_case
     x, y, z = (ex.ds[d].values for d in "xyz")
@@ -96,6 +99,7 @@ def test_ellipsoid_orientation():
     assert lab == 2
 
 
+@pytest.mark.slow  # a 3-D solve in its fixture (15–20 s): CI runs it
 def test_inclusion_visible_in_3d_ahi_with_small_background_bias(sphere_case):
     mu = baselines.ahi(sphere_case, smoothing="gaussian", sigma=0.65)
     assert mu.attrs["laplacian_dims"] == "x,y,z"

@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib
 import os
 
-# torch's OpenMP threads spin while they wait for work: beside any other busy process a
-# multi-thread fit burned 11× the CPU (45.6 vs 4.0 CPU-s) and ran many times slower
-# (`mrepinn benchmark --contention-only --threads 2`). Passive waiting must be chosen before
-# torch is imported, so it is set here, unless the user has chosen otherwise.
+# torch's OpenMP threads spin while they wait for work: on a heavily loaded machine a 2-thread
+# fit burned 11× the CPU (45.6 vs 4.0 CPU-s, `mrepinn benchmark --contention-only --threads
+# 2`); on a quiet one passive waiting costs 4–7 %. It must be chosen before torch is
+# imported, so it is set here, unless the user has chosen otherwise.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import TYPE_CHECKING, Any
 

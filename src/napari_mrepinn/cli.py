@@ -275,6 +275,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .recipe import fit
 
     result = fit(example, config, progress=True)
+    import json
+
+    ran = json.loads(result.ds.attrs.get("mrepinn_settings_json", "{}"))
+    if ran.get("converged_at"):
+        print(f"converged at iteration {ran['converged_at']} of at most {config.iters} "
+              f"(|G*| changed < {config.stop_tol:g} twice; --stop-tol 0 runs them all)")
     _save(result, out)
     if "mre" in result:
         from .metrics import evaluate, format_table

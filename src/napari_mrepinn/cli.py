@@ -8,6 +8,7 @@ work with exit status 130 and leaves existing files untouched.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import warnings
@@ -275,8 +276,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .recipe import fit
 
     result = fit(example, config, progress=True)
-    import json
-
     ran = json.loads(result.ds.attrs.get("mrepinn_settings_json", "{}"))
     if ran.get("converged_at"):
         print(f"converged at iteration {ran['converged_at']} of at most {config.iters} "
@@ -411,12 +410,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from . import benchmark
 
     return benchmark.main(args)
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------- parser

@@ -161,6 +161,13 @@ def _noisy(ex: MREExample, ratio: float, seed: int) -> MREExample:
 
 
 def _direct(method: str, ex: MREExample, sigma: float):
+    if method == "kmdev":
+        from napari_mrepinn.kmdev import kmdev  # the wavenumber inversion gives a speed c
+
+        # the family's ground truth is |G*|: compare rho c^2 (exact without damping, and
+        # within 2 % of |G*| at the family's G''/G' <= 0.2)
+        speed = kmdev(ex)["kmdev_speed"]
+        return (ex.density * speed**2).rename("mu")
     fn = baselines.ahi if method == "ahi" else baselines.mdev
     if sigma > 0:
         return fn(ex, smoothing="gaussian", sigma=sigma)
@@ -178,7 +185,11 @@ def _pinn(ex: MREExample, iters: int, **kw) -> object:
     from napari_mrepinn import training  # torch only when the PINN is asked for
 
     out = training.fit(ex, iters=iters, progress=False, **kw)
-    return out.ds["mu_pred"]
+    settings = json.loads(out.ds.attrs.get("mrepinn_settings_json", "{}"))
+    mu = out.ds["mu_pred"]
+    # where the converged stop ended the run (iterations), for the report
+    mu.attrs["iterations"] = settings.get("converged_at") or settings.get("iters", iters)
+    return mu
 
 
 def run_family(
@@ -194,10 +205,12 @@ def run_family(
     cache_dir: Path | str | None = DEFAULT_CACHE,
     verbose: bool = False,
     fit: Callable[[MREExample], object] | None = None,
+    out: Path | str | None = None,
 ) -> tuple[pd.DataFrame, str]:
     """Evaluate methods on the family; return all scores and a markdown summary.
 
-    Direct methods (``"ahi"``, ``"mdev"``) are run at every Gaussian ``sigmas`` (0 = no
+    Direct methods (``"ahi"``, ``"mdev"``; ``"kmdev"`` has its own filters and no sweep)
+    are run at every Gaussian ``sigmas`` (0 = no
     smoothing); the best sigma per method, kind and noise level is the one with the highest
     median R on the **tune** split, and the summary reports that sigma on both splits.
     ``"pinn"`` calls :func:`napari_mrepinn.training.fit` (``iters=pinn_iters`` and
@@ -209,10 +222,13 @@ def run_family(
         One row per case × noise level × method × setting (columns ``case``, ``kind``,
         ``split``, ``noise``, ``method``, ``sigma``, ``R``, ``CTE`` (%), ``bg_bias``
         (fraction), ``seconds``, ``best`` (the tuned setting)), and the markdown summary.
+        With ``out``, the rows of each finished case are also appended to that CSV file as
+        the run goes, so that a long run that is stopped keeps what it finished.
     """
     levels = NOISE_LEVELS if noise_levels is None else noise_levels
     cases = [c for c in (make_family(seed) if cases is None else cases) if c.kind in kinds]
     rows = []
+    n_written = 0
     for case in cases:
         clean = build_case(case, cache_dir, verbose)
         for li, (lname, ratio) in enumerate(levels.items()):
@@ -224,7 +240,7 @@ def run_family(
                 settings = sigmas if method in ("ahi", "mdev") else [np.nan]
                 for sigma in settings:
                     t0 = time.perf_counter()
-                    if method in ("ahi", "mdev"):
+                    if method in ("ahi", "mdev", "kmdev"):
                         mu = _direct(method, ex, float(sigma))
                     elif method == "pinn":
                         mu = fit(ex) if fit is not None else _pinn(
@@ -233,9 +249,15 @@ def run_family(
                         raise ValueError(f"unknown method {method!r}")
                     sc = _scores(mu, ex)
                     rows.append(base | {"method": method, "sigma": sigma,
-                                        "seconds": time.perf_counter() - t0} | sc)
+                                        "seconds": time.perf_counter() - t0,
+                                        "iterations": getattr(mu, "attrs", {}).get(
+                                            "iterations", np.nan)} | sc)
             if verbose:
                 print(f"{case.name} {lname} done", flush=True)
+        if out is not None:
+            new = pd.DataFrame(rows[n_written:])
+            new.to_csv(out, mode="a", header=not Path(out).exists(), index=False)
+            n_written = len(rows)
     df = pd.DataFrame(rows)
     df["best"] = _best_settings(df)
     return df, summarize(df)
@@ -306,10 +328,18 @@ if __name__ == "__main__":  # pragma: no cover - a benchmark run, not a test
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kinds", default="2d,3d")
     p.add_argument("--methods", default="ahi,mdev")
-    p.add_argument("--out", default=None, help="CSV of all scores")
+    p.add_argument("--out", default=None,
+                   help="CSV of all scores (appended to case by case as the run goes)")
+    p.add_argument("--pinn-iters", type=int, default=5000)
+    p.add_argument("--pinn-options", default="{}",
+                   help='JSON of TrainingConfig overrides, e.g. \'{"stop_tol": 0.005}\'')
+    p.add_argument("--split", default=None, help="only this split (tune or holdout)")
+    p.add_argument("--noise", default=None, help="only these noise levels (comma separated)")
     a = p.parse_args()
-    frame, md = run_family(tuple(a.methods.split(",")), seed=a.seed,
-                           kinds=tuple(a.kinds.split(",")), verbose=True)
-    if a.out:
-        frame.to_csv(a.out, index=False)
+    chosen = [c for c in make_family(a.seed) if a.split is None or c.split == a.split]
+    levels = None if a.noise is None else {k: NOISE_LEVELS[k] for k in a.noise.split(",")}
+    frame, md = run_family(tuple(a.methods.split(",")), seed=a.seed, cases=chosen,
+                           kinds=tuple(a.kinds.split(",")), noise_levels=levels,
+                           pinn_iters=a.pinn_iters, pinn_options=json.loads(a.pinn_options),
+                           verbose=True, out=a.out)
     print(md)

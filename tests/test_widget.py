@@ -296,12 +296,15 @@ def test_invalid_inputs_refused_before_start(make_napari_viewer, phantom, qtbot,
     assert "cuda:7" in errors[-1]
     w.device.value = "cpu"
 
-    # a multi-frequency example needs a frequency
+    # a multi-frequency example: a joint fit of all frequencies by default, or one of them
     wave = np.stack([phantom.wave.values, phantom.wave.values])
     multi = MREExample.from_numpy(wave, frequency=[50.0, 60.0], spacing=1e-3)
     viewer.layers.clear()
     _add_example(viewer, multi)
-    assert w.frequency.value is None
+    assert w.frequency.value == "all"
+    example, config, err = w.validate()
+    assert err is None and list(example.frequencies) == [50.0, 60.0]
+    w.frequency.value = None
     assert not w.start()
     assert "frequencies" in errors[-1] and "50, 60" in errors[-1]
     w.frequency.value = 60.0
@@ -540,3 +543,30 @@ def test_first_live_refresh_does_not_freeze_the_gui(make_napari_viewer, qtbot, t
     # 100-240 ms at load per core 3.5). The old dock added six layers in one step:
     # 0.45-2.3 s at load per core 0.5-1.
     assert gaps.max() < _busy_bound(load), f"load per core {load:.1f}"
+
+
+def test_joint_fit_of_a_multi_frequency_example(make_napari_viewer, qtbot):
+    # the dock's default for several frequencies: one joint fit, shown with a frequency axis
+    parts = [simulate.cylinder(frequency=f, shape=(24, 24)) for f in (50.0, 70.0)]
+    multi = MREExample.from_numpy(
+        np.stack([p.wave.values for p in parts]), frequency=[50.0, 70.0], spacing=1e-3,
+        mre=np.stack([p.mre.values for p in parts]), mre_mask=parts[0].ds["mre_mask"].values,
+        spatial_ndim=2)
+    viewer, w = _make_dock(make_napari_viewer, multi)
+    try:
+        assert w.frequency.value == "all"
+        w.stop_tol.value = 0.0
+        _small(w, n_iters=40, refresh=20)
+        assert w.start()
+        qtbot.waitUntil(lambda: not w.is_running, timeout=120_000)
+        assert w.last_error is None
+        result = w.result_example
+        assert list(result.frequencies) == [50.0, 70.0]
+        assert result.ds["wave_pred"].dims == multi.ds["wave"].dims
+        assert result.ds["mu_pred"].attrs["frequency"] in (50.0, 70.0)
+        assert "mu_pred_f" in result.ds and "mu_alpha" in result.ds
+        layer = viewer.layers["wave_pred"]
+        assert layer.data.shape[0] == 2  # the frequency axis, as the input's layers have
+        assert np.isfinite(viewer.layers["mu_pred"].data).any()
+    finally:
+        w.shutdown()

@@ -31,6 +31,7 @@ import numpy as np
 import xarray as xr
 
 from .data import MREExample, MREInputError
+from .metrics import truth_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -345,14 +346,25 @@ def _derived(example: MREExample) -> dict[str, xr.DataArray]:
     f = float(f) if f is not None else None
     out: dict[str, xr.DataArray] = {}
     if "wave_pred" in ds and "wave" in ds:
-        truth = _at_frequency(ds["wave"], f)
+        truth = _truth(ds["wave"], ds["wave_pred"], f)
         if truth.shape == ds["wave_pred"].transpose(*truth.dims).shape:
             out["wave_diff"] = ds["wave_pred"] - truth
     if "mu_pred" in ds and "mre" in ds:
-        truth = _at_frequency(ds["mre"], f)
+        truth = _truth(ds["mre"], ds["mu_pred"], f)
         if set(truth.dims) == set(ds["mu_pred"].dims):
             out["mu_diff"] = abs(ds["mu_pred"]) - abs(truth)
     return out
+
+
+def _truth(truth: xr.DataArray, pred: xr.DataArray, frequency: float | None) -> xr.DataArray:
+    """The truth on the prediction's axes: all frequencies for a multi-frequency
+    prediction, the prediction's own frequency (a joint fit's reference frequency), else
+    the example's."""
+    if "frequency" in pred.dims:
+        return truth
+    if "frequency" in pred.attrs:
+        return truth_for(pred, truth)
+    return _at_frequency(truth, frequency)
 
 
 def result_layer_data(
@@ -604,7 +616,7 @@ def _copy_results(src: MREExample, dst: MREExample) -> None:
 
 
 def empty_results(example: MREExample, *, ahi: bool = False) -> MREExample:
-    """A copy of a single-frequency ``example`` with NaN results of the shapes a training run
+    """A copy of ``example`` with NaN results of the shapes a training run
     fills (``wave_pred`` and ``pde_residual`` like ``wave``, ``mu_pred`` and, with ``ahi``
     when the example has none yet, ``mu_ahi`` on the grid).
 
@@ -619,4 +631,11 @@ def empty_results(example: MREExample, *, ahi: bool = False) -> MREExample:
     out.ds["mu_pred"] = (out.spatial_dims, np.full(shape, np.nan, dtype=complex))
     if ahi and "mu_ahi" not in out.ds:
         out.ds["mu_ahi"] = (out.spatial_dims, np.full(shape, np.nan, dtype=complex))
+    if len(out.frequencies) > 1:  # a joint fit's modulus stands for its reference frequency
+        from .multifreq import reference_frequency
+
+        f_ref = reference_frequency(out.frequencies)
+        for name in ("mu_pred", "mu_ahi"):
+            if name in out.ds:
+                out.ds[name].attrs.setdefault("frequency", f_ref)
     return out

@@ -282,10 +282,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
               f"(|G*| changed < {config.stop_tol:g} twice; --stop-tol 0 runs them all)")
     _save(result, out)
     if "mre" in result:
-        from .metrics import evaluate, format_table
+        from .metrics import evaluate, format_table, truth_for
 
         rows = {
-            name: evaluate(result[name], result["mre"], result.mask)
+            name: evaluate(result[name], truth_for(result[name], result["mre"]), result.mask)
             for name in ("mu_pred", "mu_ahi")
             if name in result
         }
@@ -299,7 +299,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .metrics import evaluate, format_table
+    from .metrics import evaluate, format_table, truth_for
 
     example = _load(args)
     if "mre" not in example:
@@ -323,10 +323,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     rows = {}
     for name in names:
         pred = example[name]
-        true = truth
-        if "frequency" in true.dims and "frequency" not in pred.dims:
-            true = truth.sel(frequency=float(pred.attrs.get("frequency", example.frequencies[0])))
-        rows[name] = evaluate(pred, true, mask)
+        rows[name] = evaluate(pred, truth_for(pred, truth), mask)
     print(format_table(rows))
     return 0
 

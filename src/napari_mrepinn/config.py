@@ -237,6 +237,16 @@ class TrainingConfig:
     ahi: bool = _opt(True, "run AHI for the modulus prior and as a baseline", widget=False)
     ahi_sigma: float = _opt(1.0, "Gaussian pre-smoothing of the AHI prior", unit="voxels",
                             minimum=0.0, widget=False)
+    # -- several frequencies (napari_mrepinn.multifreq)
+    reference_frequency: float | None = _opt(
+        None, "reference frequency of a joint multi-frequency fit: mu_pred is G* there and "
+        "the springpot G*(f) = G*_ref (f/f_ref)^α extends it (None = the measured frequency "
+        "nearest the geometric mean)", unit="Hz", widget=False)
+    # -- uncertainty (napari_mrepinn.uncertainty)
+    ensemble_members: int = _opt(
+        1, "fit this many PINNs (seeds seed, seed+1, ...) and report their mean, spread and "
+        "the calibrated uncertainty map mu_uncertainty (1 = one fit)", label="ensemble members",
+        minimum=1, maximum=32, widget=False)
     # -- where it runs
     seed: int | None = _opt(0, "seed of the initialisation and sampling (None = random)",
                             label="seed")
@@ -359,7 +369,8 @@ class TrainingConfig:
         Parameters
         ----------
         example : MREExample, optional
-            The (single-frequency) example to train on: also checks what the options need
+            The example to train on (one frequency, or several for a joint fit): also
+            checks what the options need
             from it (a ground truth for the elasticity loss, anatomy for the anatomy loss).
 
         Returns
@@ -396,7 +407,7 @@ class TrainingConfig:
                 if meta.get("maximum") is not None and value > meta["maximum"]:
                     raise MREInputError(f"{name} must be at most {meta['maximum']:g}, "
                                         f"got {value:g}.")
-        for key in ("omega", "mu_omega"):
+        for key in ("omega", "mu_omega", "reference_frequency"):
             v = getattr(self, key)
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise MREInputError(f"{key} must be > 0 (or None for auto), got {v!r}.")
@@ -415,12 +426,10 @@ class TrainingConfig:
 
     def _check_example(self, example: MREExample) -> None:
         where = f"{example.source}: " if example.source else ""
-        if len(example.frequencies) != 1:
+        if self.reference_frequency is not None and len(example.frequencies) == 1:
             raise MREInputError(
-                f"{where}the PINN inverts one frequency at a time and this example has "
-                f"{len(example.frequencies)} "
-                f"({', '.join(f'{f:g}' for f in example.frequencies)} Hz); select one with "
-                "example.select_frequency(f) (CLI: --frequency)."
+                f"{where}reference_frequency is for joint fits of several frequencies; this "
+                f"example has one ({example.frequency:g} Hz). Leave it unset (None)."
             )
         if self.loss_weights.elast > 0 and "mre" not in example:
             raise MREInputError(
@@ -456,7 +465,8 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     if isinstance(default, LossWeights):
         return LossWeights.parse(value)
     if value is None:
-        if f.name in ("omega", "mu_omega", "seed"):
+        # None means "automatic" for the fields whose type admits it
+        if default is None or f.name == "seed":
             return None
         raise MREInputError(f"{name} needs a value.")
     if isinstance(default, bool):

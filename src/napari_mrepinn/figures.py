@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from .data import MREExample
+from .metrics import truth_for
 
 __all__ = ["result_figure", "save_result_figure"]
 
@@ -64,8 +65,9 @@ def result_figure(example: MREExample):
 
     def modulus(name: str) -> np.ndarray:
         var = example[name]
-        if "frequency" in var.dims:
-            var = var.sel(frequency=example.frequencies[0])
+        if "frequency" in var.dims:  # the truth where mu_pred stands (joint: f_ref)
+            ref = example["mu_pred"] if "mu_pred" in example else var.isel(frequency=0)
+            var = truth_for(ref, var)
         return np.where(mask, np.abs(_plane(var).values) / 1e3, np.nan)
 
     for name, title in (("mre", "true |G*| (kPa)"), ("mu_pred", "PINN |G*| (kPa)"),

@@ -36,11 +36,22 @@ __all__ = [
     "median_relative_error",
     "pearson_r",
     "rmse",
+    "truth_for",
 ]
 
 BACKGROUND_LABEL = 1
 
 ArrayLike = np.ndarray | xr.DataArray
+
+
+def truth_for(pred: xr.DataArray, truth: xr.DataArray) -> xr.DataArray:
+    """The ground truth on ``pred``'s axes: at the frequency ``pred`` stands for (its
+    ``frequency`` attribute, e.g. the reference frequency of a joint multi-frequency fit;
+    else the first) when the truth has a ``frequency`` axis and ``pred`` has not."""
+    if "frequency" in truth.dims and "frequency" not in pred.dims:
+        f = float(pred.attrs.get("frequency", truth["frequency"].values[0]))
+        return truth.sel(frequency=f, method="nearest")
+    return truth
 
 
 # ---------------------------------------------------------------------- input handling

@@ -371,7 +371,8 @@ class MREPINN(nn.Module):
             raise MREInputError(
                 f"{example.source + ': ' if example.source else ''}MREPINN inverts one "
                 f"frequency at a time; this example has {len(example.frequencies)} "
-                "(select one with example.select_frequency(f))."
+                "(select one with example.select_frequency(f), or fit them jointly with "
+                "napari_mrepinn.fit, see napari_mrepinn.multifreq)."
             )
         ds = example.ds
         self.spatial_dims = example.spatial_dims

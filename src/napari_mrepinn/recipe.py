@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import multifreq
 from .callbacks import Callback, Convergence, LRDecay, ProgressBar, Resampler
 from .config import TrainingConfig, default_threads
 from .data import MREExample, MREInputError, warn_implausible_modulus
@@ -69,10 +70,14 @@ def build_model(
     (:func:`wave_complexity`), and builds and compiles the model. The GUI and the benchmark
     use it to train exactly what :func:`fit` trains.
 
+    A multi-frequency example gets the joint model of :mod:`napari_mrepinn.multifreq`
+    (one wave head per frequency, a springpot modulus, the PDE at every frequency; the AHI
+    prior at the reference frequency).
+
     Parameters
     ----------
     example : MREExample
-        Single-frequency example (not modified).
+        The example (not modified): one frequency, or several for a joint fit.
     config : TrainingConfig, optional
         The options (default: the recipe's); checked with :meth:`TrainingConfig.check`.
     mu_prior : optional
@@ -85,6 +90,11 @@ def build_model(
     config = _config(config, overrides).check(example)
     example.check_signal()  # a wave without motion holds no stiffness
     out = example.copy()
+    freqs = out.frequencies
+    multi = len(freqs) > 1
+    f_ref = freqs[0]
+    if multi:
+        f_ref = multifreq.reference_frequency(freqs, config.reference_frequency)
 
     # direct inversion: a baseline to show and the physical prior of the modulus
     if config.ahi:
@@ -93,34 +103,47 @@ def build_model(
         # the prior differentiates along the same axes as the PDE
         dims = "xy" if config.in_plane(out) else "".join(out.spatial_dims)
         mu_ahi = baselines.ahi(out, smoothing="gaussian", sigma=config.ahi_sigma, dims=dims)
-        if "frequency" in mu_ahi.dims:
-            mu_ahi = mu_ahi.isel(frequency=0, drop=True)
+        if "frequency" in mu_ahi.dims:  # the AHI at the (measured) frequency nearest f_ref
+            i_ref = int(np.argmin(np.abs(freqs - f_ref)))
+            mu_ahi = mu_ahi.isel(frequency=i_ref, drop=True)
+            mu_ahi.attrs["frequency"] = float(freqs[i_ref])
         out.ds["mu_ahi"] = mu_ahi
         if mu_prior is None:
             mu_prior = mu_ahi
 
     if config.seed is not None:
         torch.manual_seed(int(config.seed))
-    mu_prior = resolve_modulus_prior(out, mu_prior)
+    # the networks see one frequency: the example itself, or the joint fit's stacked view
+    # (every frequency's wave as extra components, the other variables at f_ref)
+    view, scales = multifreq.stack_frequencies(out, f_ref) if multi else (out, None)
+    mu_prior = resolve_modulus_prior(view, mu_prior)
+    # the shortest wavelength sets the detail both networks may resolve (a joint fit's
+    # modulus map is as sharp as its highest frequency allows)
+    f_wave = float(freqs.max())
     n_hidden = config.n_hidden
     if n_hidden == 0:  # auto: wider networks for complex wave fields
-        n_hidden = 64 * (2 if wave_complexity(out, mu_prior) > AUTO_WIDTH_COMPLEXITY else 1)
+        complexity = wave_complexity(view, mu_prior, frequency=f_wave)
+        n_hidden = 64 * (2 if complexity > AUTO_WIDTH_COMPLEXITY else 1)
     omega = config.omega
     if omega is None:
-        omega = auto_omega(out, mu_prior, config.omega_factor)
+        omega = auto_omega(view, mu_prior, config.omega_factor, frequency=f_wave)
     mu_omega = config.mu_omega
     if mu_omega is None:
-        mu_omega = auto_omega(out, mu_prior, config.mu_omega_factor)
+        mu_omega = auto_omega(view, mu_prior, config.mu_omega_factor, frequency=f_wave)
     net = MREPINN(
-        out, omega=float(omega), mu_omega=float(mu_omega), n_layers=config.n_layers,
+        view, omega=float(omega), mu_omega=float(mu_omega), n_layers=config.n_layers,
         n_hidden=n_hidden, activ=config.activ, dense=config.dense,
         polar_input=config.polar_input, mu_prior=mu_prior,
     )
     eq = WaveEquation.from_name(
-        config.pde, omega=out.frequency, rho=out.density, detach=True, engine=config.engine,
+        config.pde, omega=view.frequency, rho=out.density, detach=True, engine=config.engine,
         no_z=config.in_plane(out),
     )
-    model = MREPINNModel(out, net, eq, config)
+    if multi:
+        eq = multifreq.SpringpotEquation(eq, freqs, f_ref, multifreq.component_labels(out))
+        model: MREPINNModel = multifreq.JointFrequencyModel(out, view, scales, net, eq, config)
+    else:
+        model = MREPINNModel(out, net, eq, config)
     model.compile()
     return model
 
@@ -179,7 +202,10 @@ def fit(
     Parameters
     ----------
     example : MREExample
-        Single-frequency example (select one first for multi-frequency data).
+        The example: one frequency, or several, which are then fitted jointly
+        (:mod:`napari_mrepinn.multifreq`: ``mu_pred`` is then G* at the reference
+        frequency, with ``mu_pred_f`` at every frequency and the springpot exponent
+        ``mu_alpha``).
     config : TrainingConfig, optional
         Every option, with the recipe's defaults (see
         :class:`~napari_mrepinn.config.TrainingConfig`).
@@ -190,7 +216,10 @@ def fit(
     mu_prior : optional
         Overrides the AHI prior (see :func:`build_model`).
     **overrides
-        Fields of ``config`` to change: ``fit(example, iters=3000, lr=5e-4)``.
+        Fields of ``config`` to change: ``fit(example, iters=3000, lr=5e-4)``. With
+        ``ensemble_members=n`` (> 1) the recipe runs ``n`` times with consecutive seeds
+        and reports their mean, ``mu_spread`` and ``mu_uncertainty``
+        (:func:`napari_mrepinn.uncertainty.fit_ensemble`).
 
     Returns
     -------
@@ -203,9 +232,18 @@ def fit(
     from . import __version__
 
     config = _config(config, overrides)
+    if config.ensemble_members > 1:
+        if callbacks or mu_prior is not None:
+            raise MREInputError(
+                "an ensemble fit (ensemble_members > 1) runs its members in other "
+                "processes: it takes no callbacks or mu_prior; fit them one by one instead.")
+        from .uncertainty import fit_ensemble
+
+        return fit_ensemble(example, config.replace(ensemble_members=1),
+                            members=config.ensemble_members, progress=progress)
     with torch_threads(config.threads):
         model = build_model(example, config, mu_prior=mu_prior)
-        out = model.example
+        out = model.result_example
         cbs: list[Callback] = [Resampler(period=config.resample_every)]
         cbs.extend(schedule_callbacks(model, config))
         if progress:
@@ -215,8 +253,9 @@ def fit(
         model.train(config.iters, callbacks=cbs)
         seconds = time.perf_counter() - t0
         res = model.results(progress=progress)
-    for name in ("wave_pred", "mu_pred", "pde_residual"):
-        out.ds[name] = res[name]
+    for name in ("wave_pred", "mu_pred", "pde_residual", "mu_pred_f", "mu_alpha"):
+        if name in res:
+            out.ds[name] = res[name]
     warn_implausible_modulus(out["mu_pred"], out.mask, name="mu_pred", source=out.source)
     settings = model.settings()
     settings.update(iters=model.iteration, converged_at=model.converged_at,
@@ -283,16 +322,20 @@ def torch_threads(threads: int) -> Iterator[int]:
 AUTO_WIDTH_COMPLEXITY = 12.0
 
 
-def wave_complexity(example: MREExample, mu_prior: complex) -> float:
+def wave_complexity(example: MREExample, mu_prior: complex,
+                    frequency: float | None = None) -> float:
     """How much a wave network has to represent: the in-plane field of view in squared prior
-    wavelengths times the number of components (the 64 mm cylinder at 60 Hz and 3 kPa: ~5;
-    an 80 × 100 mm three-component slice at 90 Hz: ~65)."""
-    lam = np.sqrt(abs(mu_prior) / example.density) / example.frequency
+    wavelengths (at ``frequency`` Hz, default the example's) times the number of components
+    (the 64 mm cylinder at 60 Hz and 3 kPa: ~5; an 80 × 100 mm three-component slice at 90
+    Hz: ~65)."""
+    f = example.frequency if frequency is None else float(frequency)
+    lam = np.sqrt(abs(mu_prior) / example.density) / f
     area = np.prod([e for d, e in example.extent.items() if d != "z"])
     return float(area / lam**2 * example.n_components)
 
 
-def auto_omega(example: MREExample, mu_prior: complex, factor: float = 2.0) -> float:
+def auto_omega(example: MREExample, mu_prior: complex, factor: float = 2.0,
+               frequency: float | None = None) -> float:
     """SIREN input frequency ω0 matched to the expected wavelength.
 
     The networks see ``(x − centre)/L · ω0`` with ``L`` the smallest in-plane extent
@@ -304,7 +347,8 @@ def auto_omega(example: MREExample, mu_prior: complex, factor: float = 2.0) -> f
     whose Laplacian is wrong by several times its size), and a little more detailed on an
     oblong one (the factors were tuned on the square cylinder and the 80 × 100 mm slice).
     """
-    k0 = 2 * np.pi * example.frequency * np.sqrt(example.density / abs(mu_prior))
+    f = example.frequency if frequency is None else float(frequency)  # Hz
+    k0 = 2 * np.pi * f * np.sqrt(example.density / abs(mu_prior))
     extent = max(e for d, e in example.extent.items() if d != "z")
     return float(factor * k0 * extent)
 

@@ -137,7 +137,8 @@ class MREPINNModel:
         if len(example.frequencies) != 1:
             raise MREInputError(
                 "MREPINNModel trains on one frequency; select one with "
-                "example.select_frequency(f)."
+                "example.select_frequency(f), or fit them jointly with napari_mrepinn.fit "
+                "(see napari_mrepinn.multifreq)."
             )
         self.config = config
         self.example = example
@@ -173,6 +174,12 @@ class MREPINNModel:
             )
         self._load_data(config.test_fraction)
         self.resample()
+
+    @property
+    def result_example(self) -> MREExample:
+        """The example the results belong to (:func:`~napari_mrepinn.recipe.fit` adds them
+        to it); a joint multi-frequency model trains on a view of it."""
+        return self.example
 
     @property
     def n_points(self) -> int:

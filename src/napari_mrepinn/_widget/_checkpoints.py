@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QFileDialog
 from .. import checkpoints
 from ..data import MREInputError
 from ..recipe import build_model
-from ._common import show_error, show_info
+from ._common import JOINT, show_error, show_info
 from ._controls import set_controls
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,7 +90,7 @@ class CheckpointActions:
             show_error(str(exc))
             raise
         self._model = model
-        self._example = model.example
+        self._example = model.result_example
         self._history = [dict(r) for r in model.history]
         self.loss_plot.set_history(self._history)
         self._iteration = model.iteration
@@ -116,8 +116,12 @@ class CheckpointActions:
         self._base_config = saved
         settings = json.loads(state.get("settings_json") or "{}")
         freq = settings.get("frequency_hz")
-        if not warm and freq is not None and float(freq) in self.frequency.choices:
-            self.frequency.value = float(freq)
+        if len(settings.get("frequencies_hz") or ()) > 1:  # a joint fit of every frequency
+            freq = JOINT
+        elif freq is not None:
+            freq = float(freq)
+        if not warm and freq is not None and freq in self.frequency.choices:
+            self.frequency.value = freq
         example, config, err = self.validate()
         if err is not None:
             raise MREInputError(err)

@@ -8,7 +8,11 @@ from typing import Any
 
 from qtpy.QtCore import QEvent, QObject
 
-__all__ = ["CloseWatcher", "show_error", "show_info"]
+__all__ = ["JOINT", "CloseWatcher", "show_error", "show_info"]
+
+#: the training dock's frequency choice for a joint fit of every frequency
+#: (:mod:`napari_mrepinn.multifreq`)
+JOINT = "all"
 
 
 def show_error(message: str) -> None:

@@ -31,7 +31,7 @@ from ..config import TrainingConfig
 from ..data import MREExample, MREInputError
 from ..recipe import build_model, schedule_callbacks
 from ._checkpoints import CheckpointActions
-from ._common import CloseWatcher, show_error
+from ._common import JOINT, CloseWatcher, show_error
 from ._controls import make_controls, read_config, warmup_note
 from ._results import ResultLayers
 
@@ -101,7 +101,9 @@ class TrainingWidget(CheckpointActions, Container):
         )
         self.frequency_choice = ComboBox(
             name="frequency", label="frequency (Hz)", choices=self._frequency_choices,
-            nullable=True, tooltip="Vibration frequency to fit, for multi-frequency examples.",
+            nullable=True, tooltip="Vibration frequency to fit, for multi-frequency examples "
+            "(or all of them in one joint fit: a springpot modulus, see "
+            "napari_mrepinn.multifreq).",
         )
         self.warmup_label = Label(name="warmup_note", label=" ")
         self.extend([self.example_layer, self.frequency_choice])
@@ -159,7 +161,7 @@ class TrainingWidget(CheckpointActions, Container):
     def _init_state(self) -> None:
         # run state (GUI thread only)
         self._model: MREPINNModel | None = None
-        self._example: MREExample | None = None  # the (single-frequency) example trained
+        self._example: MREExample | None = None  # the example trained (its results' axes)
         self._results: xr.Dataset | None = None
         self._history: list[dict[str, Any]] = []
         self._iteration = 0
@@ -205,9 +207,13 @@ class TrainingWidget(CheckpointActions, Container):
     def _example_layer_choices(self, *_: Any) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in _layers.example_layers(self.viewer)]
 
-    def _frequency_choices(self, *_: Any) -> list[tuple[str, float]]:
+    def _frequency_choices(self, *_: Any) -> list[tuple[str, Any]]:
         ex = _selected_example(self.example_layer)
-        return [] if ex is None else [(f"{f:g} Hz", float(f)) for f in ex.frequencies]
+        if ex is None:
+            return []
+        joint = [(f"all {len(ex.frequencies)} (joint fit)", JOINT)] if len(ex.frequencies) > 1 \
+            else []
+        return joint + [(f"{f:g} Hz", float(f)) for f in ex.frequencies]
 
     def _layers_changed(self, *_: Any) -> None:
         if self._closing:
@@ -220,11 +226,12 @@ class TrainingWidget(CheckpointActions, Container):
     def _example_changed(self, *_: Any) -> None:
         self.frequency_choice.reset_choices()
         ex = _selected_example(self.example_layer)
-        if ex is not None and len(ex.frequencies) == 1:
-            self.frequency_choice.value = float(ex.frequencies[0])
-        else:
-            # several frequencies: the user must choose one (checked at start)
+        if ex is None:
             self.frequency_choice.value = None
+        elif len(ex.frequencies) == 1:
+            self.frequency_choice.value = float(ex.frequencies[0])
+        else:  # several frequencies: one joint fit of all, as napari_mrepinn.fit does
+            self.frequency_choice.value = JOINT
 
     def _update_warmup_note(self, *_: Any) -> None:
         """Say what the warm-up control cannot: the warm-up that will actually run."""
@@ -290,7 +297,8 @@ class TrainingWidget(CheckpointActions, Container):
 
         The options are checked by :meth:`TrainingConfig.check` (as the API and the CLI
         check them); the dock adds only its own checks (an example layer, a frequency).
-        The example returned is single-frequency (the chosen frequency selected).
+        The example returned has the chosen frequency selected, or all of them for a joint
+        fit (:mod:`napari_mrepinn.multifreq`).
         """
         self.example_layer.reset_choices()
         ex = _selected_example(self.example_layer)
@@ -305,9 +313,10 @@ class TrainingWidget(CheckpointActions, Container):
                 return None, None, (
                     f"{self.example_layer.value.name!r} has {len(ex.frequencies)} "
                     f"frequencies ({', '.join(f'{v:g}' for v in ex.frequencies)} Hz); "
-                    "choose one under 'frequency' to train on."
+                    "choose one under 'frequency' to train on, or all of them (joint fit)."
                 )
-            ex = ex.select_frequency(float(f))
+            if f != JOINT:
+                ex = ex.select_frequency(float(f))
         try:
             config = self.config().check(ex)
         except MREInputError as exc:
@@ -457,10 +466,10 @@ class TrainingWidget(CheckpointActions, Container):
     # ------------------------------------------------------------------ slots (GUI thread)
     def _on_model_ready(self, model: "MREPINNModel") -> None:
         self._model = model
-        self._example = model.example  # with mu_ahi, computed in the worker
-        if not self._closing and "mu_ahi" in model.example:  # the AHI map, computed now
+        self._example = model.result_example  # with mu_ahi, computed in the worker
+        if not self._closing and "mu_ahi" in self._example:  # the AHI map, computed now
             self._result_layers.show_now([_layers.variable_layer_data(
-                model.example, "mu_ahi", **self._geometry)])
+                self._example, "mu_ahi", **self._geometry)])
         self._update_buttons()
 
     def _on_progress(self, info: dict[str, Any]) -> None:
@@ -597,7 +606,7 @@ def _prepare_layer_data(model: "MREPINNModel", results: "xr.Dataset", *,
                         geometry: dict[str, Any]) -> list[Any]:
     """Layer data tuples of a live snapshot, computed in the worker thread (numpy only),
     with the display geometry of the layers the dock made for the run."""
-    example = model.example.copy()
+    example = model.result_example.copy()
     for name, var in results.data_vars.items():
         example.ds[name] = var
     return _layers.result_layer_data(example, **geometry)

@@ -1,0 +1,203 @@
+"""Joint multi-frequency inversion (``napari_mrepinn.multifreq``)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_mrepinn import multifreq, recipe
+from napari_mrepinn.config import TrainingConfig
+from napari_mrepinn.data import MREExample, MREInputError
+from napari_mrepinn.physics import WaveEquation
+
+RHO = 1000.0
+FREQS = [40.0, 60.0, 90.0]
+F_REF = 60.0
+G_REF = 3000.0 * np.exp(1j * 0.2)  # |G*| 3 kPa, phase 0.2 rad (α = 0.127)
+
+
+def _points(n: int = 48, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5) * 0.04
+
+
+def _springpot(g: complex, f: float) -> complex:
+    return g * (f / F_REF) ** (2 * np.angle(g) / np.pi)
+
+
+def _stacked_plane_waves(g_ref: complex):
+    """exp(-i k_f x) at every frequency, side by side (the exact homogeneous solutions)."""
+    ks = [2 * math.pi * f * np.sqrt(RHO / _springpot(g_ref, f)) for f in FREQS]
+    kt = torch.tensor(ks, dtype=torch.complex128)
+
+    def u(x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-1j * kt[None, :] * x[:, :1].to(torch.complex128))
+
+    return u
+
+
+def _const(value: complex):
+    def mu(x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1), value, dtype=torch.complex128) + 0 * x[:, :1]
+
+    return mu
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_springpot_plane_waves_are_exact_solutions(engine):
+    base = WaveEquation.from_name("hetero", omega=F_REF, rho=RHO, engine=engine)
+    eq = multifreq.SpringpotEquation(base, FREQS, F_REF, None)
+    x = _points()
+    r = eq.normalized(x, _stacked_plane_waves(G_REF), _const(G_REF))
+    assert r.shape == (48, len(FREQS))
+    assert float(r.detach().abs().max()) < 1e-8
+    # the same waves with a frequency-independent modulus (α ignored) do not solve it
+    wrong = multifreq.SpringpotEquation(base, FREQS, F_REF, None)
+    r2 = wrong.normalized(x, _stacked_plane_waves(abs(G_REF) + 0j), _const(G_REF))
+    assert float(r2[:, 0].detach().abs().median()) > 1e-2  # 40 Hz: the modulus is 6 % off
+    assert float(r2[:, 1].detach().abs().max()) > 1e-3  # 60 Hz: the phase differs
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_springpot_gradient_matches_the_explicit_modulus(engine):
+    # a heterogeneous G*_ref(x) with varying magnitude and phase: each frequency's residual
+    # must equal the plain equation's with G*(x, f) written out as a function of x
+    def g_ref(x):
+        xc = x[:, :1].to(torch.complex128)
+        mag = 3000.0 * (1 + 10 * xc + 200 * xc**2)
+        phase = 0.2 + 8 * x[:, 1:2].to(torch.complex128)
+        return mag * torch.exp(1j * phase)
+
+    def g_at(f):
+        def mu(x):
+            g = g_ref(x)
+            return g * torch.exp(2 / math.pi * math.log(f / F_REF) * torch.angle(g))
+
+        return mu
+
+    base = WaveEquation.from_name("hetero", omega=F_REF, rho=RHO, engine=engine)
+    eq = multifreq.SpringpotEquation(base, FREQS, F_REF, None)
+    u = _stacked_plane_waves(G_REF)
+    x = _points(seed=1)
+    joint = eq(x, u, g_ref)
+    for k, f in enumerate(FREQS):
+        single = WaveEquation.from_name("hetero", omega=f, rho=RHO, engine=engine)
+
+        def uk(x, k=k):
+            return u(x)[:, k : k + 1]
+
+        expect = single(x, uk, g_at(f))
+        assert torch.allclose(joint[:, k : k + 1], expect, rtol=1e-9,
+                              atol=1e-9 * single.body_coefficient)
+
+
+def _multi_example(n: int = 20, n_comp: int = 2) -> MREExample:
+    rng = np.random.default_rng(0)
+    xs = (np.arange(n) + 0.5) * 1e-3
+    xx = np.meshgrid(xs, xs, indexing="ij")[0]
+    waves = []
+    for f in FREQS:
+        k = 2 * np.pi * f * np.sqrt(RHO / _springpot(G_REF, f))
+        w = np.exp(-1j * k * xx)[..., None, None] * (1.0 + np.arange(n_comp))  # per component
+        waves.append(w * (0.5 if f == 90.0 else 1.0))  # a damped top frequency
+    wave = np.stack(waves) + 1e-4 * rng.standard_normal((len(FREQS), n, n, 1, n_comp))
+    return MREExample.from_numpy(wave, FREQS, 1e-3, mre=np.full((n, n, 1), G_REF))
+
+
+def test_stack_and_unstack_round_trip():
+    ex = _multi_example()
+    view, scales = multifreq.stack_frequencies(ex, 60.0)
+    assert view.frequencies.tolist() == [60.0]
+    assert list(view.ds["component"].values) == [
+        f"{c}@{f:g} Hz" for f in FREQS for c in ex.ds["component"].values]
+    # each frequency is standardised by its own RMS in the mask
+    w = np.asarray(view.ds["wave"].values)
+    for k in range(len(FREQS)):
+        assert np.sqrt(np.mean(np.abs(w[..., 2 * k : 2 * k + 2]) ** 2)) == pytest.approx(1.0)
+    for k in range(len(FREQS)):  # ... which are returned: the RMS of each frequency's wave
+        raw = np.asarray(ex.ds["wave"].isel(frequency=k).values)
+        assert scales[k] == pytest.approx(np.sqrt(np.mean(np.abs(raw) ** 2)))
+    assert scales[2] < 0.6 * scales[0]  # the damped top frequency
+    back = multifreq.unstack_components(view.ds["wave"], ex.frequencies,
+                                        multifreq.component_labels(ex), scales)
+    np.testing.assert_allclose(back.transpose(*ex.ds["wave"].dims).values,
+                               ex.ds["wave"].values, rtol=1e-12)
+
+
+def test_stack_refuses_a_frequency_without_motion():
+    ex = _multi_example()
+    ds = ex.ds.copy(deep=True)
+    ds["wave"][1] = 0
+    with pytest.raises(MREInputError, match="60 Hz is zero"):
+        multifreq.stack_frequencies(MREExample(ds), 60.0)
+
+
+def test_reference_frequency_rule():
+    assert multifreq.reference_frequency([50, 60, 70, 80, 90, 100]) == 70.0
+    assert multifreq.reference_frequency([30, 60, 120]) == 60.0
+    assert multifreq.reference_frequency([30, 60, 120], 45.0) == 45.0
+    with pytest.raises(MREInputError, match="positive"):
+        multifreq.reference_frequency([30, 60], -1.0)
+
+
+def test_config_accepts_several_frequencies_and_checks_the_reference():
+    multi = _multi_example()
+    TrainingConfig().check(multi)
+    TrainingConfig(reference_frequency=50.0).check(multi)
+    single = multi.select_frequency(60.0)
+    with pytest.raises(MREInputError, match="reference_frequency is for joint fits"):
+        TrainingConfig(reference_frequency=60.0).check(single)
+    with pytest.raises(MREInputError, match="reference_frequency must be > 0"):
+        TrainingConfig(reference_frequency=-5.0).check()
+    assert TrainingConfig(reference_frequency=None).reference_frequency is None
+
+
+def test_fit_of_several_frequencies_is_one_joint_model():
+    ex = _multi_example()
+    model = recipe.build_model(ex, iters=60, pde_warmup_iters=30)
+    assert isinstance(model, multifreq.JointFrequencyModel)
+    assert model.net.n_components == 2 * len(FREQS)  # one head per frequency
+    out = recipe.fit(ex, iters=60, pde_warmup_iters=30, progress=False, stop_tol=0)
+    assert out.ds["wave_pred"].dims == ex.ds["wave"].dims
+    assert out.ds["pde_residual"].dims == ex.ds["wave"].dims
+    assert out.ds["mu_pred"].dims == ("x", "y", "z")
+    assert out.ds["mu_pred"].attrs["frequency"] == 60.0
+    assert out.ds["mu_pred_f"].dims == ("frequency", "x", "y", "z")
+    # mu_pred_f is the springpot of mu_pred, and α = 2φ/π
+    mu = out.ds["mu_pred"].values
+    for f in FREQS:
+        np.testing.assert_allclose(out.ds["mu_pred_f"].sel(frequency=f).values,
+                                   multifreq.springpot_modulus(mu, f, 60.0), rtol=1e-6)
+    np.testing.assert_allclose(out.ds["mu_alpha"].values, 2 * np.angle(mu) / np.pi)
+    settings = json.loads(out.ds.attrs["mrepinn_settings_json"])
+    assert settings["frequencies_hz"] == FREQS
+    assert settings["reference_frequency_hz"] == 60.0
+    assert settings["frequency_model"] == "springpot"
+    # the wave prediction is in the data's units at every frequency (per-frequency scales)
+    for k in range(len(FREQS)):
+        pred = np.abs(out.ds["wave_pred"].isel(frequency=k).values).mean()
+        data = np.abs(ex.ds["wave"].isel(frequency=k).values).mean()
+        assert pred == pytest.approx(data, rel=0.5)
+
+
+def test_cli_fit_of_a_multi_frequency_file(tmp_path, capsys):
+    from napari_mrepinn.cli import main
+
+    path = tmp_path / "multi.nc"
+    ex = _multi_example()
+    ds = ex.ds.copy()
+    ds["mre"] = ds["mre"].expand_dims(frequency=ex.ds["frequency"].values).copy()
+    MREExample(ds).save(path)
+    out = tmp_path / "fit.nc"
+    assert main(["fit", str(path), "-o", str(out), "--iters", "40", "--n-points", "128",
+                 "--stop-tol", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "mu_pred" in printed and "mu_ahi" in printed  # scored at the reference frequency
+    result = MREExample.load(out)
+    assert result.ds["mu_pred_f"].dims[0] == "frequency"
+    assert recipe.result_config(result).iters == 40
+    assert out.with_suffix(".png").stat().st_size > 10_000

@@ -321,6 +321,38 @@ def summarize(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def head_to_head(df: pd.DataFrame, method: str = "pinn",
+                 against: Sequence[str] = ("ahi", "mdev")) -> str:
+    """Markdown: per kind and noise level, on how many cases ``method`` beats the best of
+    ``against`` (each at its tuned setting) in R and in CTE (closer to 100 %), and each
+    case's figures at 20 dB."""
+    sel = df[df["best"]]
+    lines = ["| kind | noise | cases | R: wins | CTE: wins | median ΔR | worst ΔR |",
+             "|---|---|---|---|---|---|---|"]
+    per_case = []
+    for (kind, noise), g in sel.groupby(["kind", "noise"], sort=False):
+        m = g[g["method"] == method].set_index("case")
+        o = g[g["method"].isin(against)].groupby("case").agg(
+            R=("R", "max"), CTE=("CTE", lambda c: c.iloc[(c - 100).abs().argmin()]))
+        both = m.join(o, rsuffix="_other", how="inner")
+        if both.empty:
+            continue
+        dr = both["R"] - both["R_other"]
+        cte_win = (both["CTE"] - 100).abs() < (both["CTE_other"] - 100).abs()
+        lines.append(f"| {kind} | {noise} | {len(both)} | {int((dr > 0).sum())} | "
+                     f"{int(cte_win.sum())} | {dr.median():+.3f} | {dr.min():+.3f} |")
+        if noise == "20 dB":
+            for case, r in both.iterrows():
+                per_case.append(f"| {case} | {r['split']} | {r['R']:.3f} | {r['R_other']:.3f} "
+                                f"| {r['CTE']:.0f} | {r['CTE_other']:.0f} |")
+    if per_case:
+        lines += ["", f"20 dB, case by case ({method} against the best of "
+                  f"{' and '.join(against)}):", "",
+                  f"| case | split | {method} R | best other R | {method} CTE % | "
+                  "best other CTE % |", "|---|---|---|---|---|---|", *per_case]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":  # pragma: no cover - a benchmark run, not a test
     import argparse
 
@@ -335,7 +367,16 @@ if __name__ == "__main__":  # pragma: no cover - a benchmark run, not a test
                    help='JSON of TrainingConfig overrides, e.g. \'{"stop_tol": 0.005}\'')
     p.add_argument("--split", default=None, help="only this split (tune or holdout)")
     p.add_argument("--noise", default=None, help="only these noise levels (comma separated)")
+    p.add_argument("--report", nargs="+", default=None, metavar="CSV",
+                   help="no runs: merge these score files (e.g. AHI/MDEV, PINN and k-MDEV runs) "
+                   "and print the report")
     a = p.parse_args()
+    if a.report:
+        frame = pd.concat([pd.read_csv(f) for f in a.report], ignore_index=True)
+        frame["best"] = _best_settings(frame)
+        print(summarize(frame))
+        print(head_to_head(frame))
+        raise SystemExit(0)
     chosen = [c for c in make_family(a.seed) if a.split is None or c.split == a.split]
     levels = None if a.noise is None else {k: NOISE_LEVELS[k] for k in a.noise.split(",")}
     frame, md = run_family(tuple(a.methods.split(",")), seed=a.seed, cases=chosen,

@@ -201,3 +201,8 @@ def test_cli_fit_of_a_multi_frequency_file(tmp_path, capsys):
     assert result.ds["mu_pred_f"].dims[0] == "frequency"
     assert recipe.result_config(result).iters == 40
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_auto_width_tiers():
+    # 64 for simple fields, 128 for complex ones, 256 for joint fits of many heads
+    assert [recipe.auto_width(c) for c in (5.0, 65.0, 400.0)] == [64, 128, 256]

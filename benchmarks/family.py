@@ -334,7 +334,7 @@ def head_to_head(df: pd.DataFrame, method: str = "pinn",
         m = g[g["method"] == method].set_index("case")
         o = g[g["method"].isin(against)].groupby("case").agg(
             R=("R", "max"), CTE=("CTE", lambda c: c.iloc[(c - 100).abs().argmin()]))
-        both = m.join(o, rsuffix="_other", how="inner")
+        both = m.merge(o, left_index=True, right_index=True, suffixes=("", "_other"))
         if both.empty:
             continue
         dr = both["R"] - both["R_other"]

@@ -160,7 +160,12 @@ def test_fit_of_several_frequencies_is_one_joint_model():
     ex = _multi_example()
     model = recipe.build_model(ex, iters=60, pde_warmup_iters=30)
     assert isinstance(model, multifreq.JointFrequencyModel)
-    assert model.net.n_components == 2 * len(FREQS)  # one head per frequency
+    assert model.net.n_components == 2 * len(FREQS)  # the stacked view's components
+    heads = model.net.u_pinn
+    assert isinstance(heads, multifreq.FrequencyHeads) and len(heads.nets) == len(FREQS)
+    # each frequency's network sees the input scaled to its own wavelength
+    np.testing.assert_allclose(heads.input_scales.numpy(), np.array(FREQS) / max(FREQS),
+                               rtol=0.05)
     out = recipe.fit(ex, iters=60, pde_warmup_iters=30, progress=False, stop_tol=0)
     assert out.ds["wave_pred"].dims == ex.ds["wave"].dims
     assert out.ds["pde_residual"].dims == ex.ds["wave"].dims
@@ -203,6 +208,20 @@ def test_cli_fit_of_a_multi_frequency_file(tmp_path, capsys):
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
-def test_auto_width_tiers():
-    # 64 for simple fields, 128 for complex ones, 256 for joint fits of many heads
-    assert [recipe.auto_width(c) for c in (5.0, 65.0, 400.0)] == [64, 128, 256]
+def test_frequency_heads_derivatives_match_autograd():
+    # the heads' forward Laplacian (fast engine) equals reverse-mode autograd (reference)
+    ex = _multi_example(n=12)
+    view, _ = multifreq.stack_frequencies(ex, 60.0)
+    from napari_mrepinn.networks import MREPINN
+
+    net = MREPINN(view, omega=20.0, n_layers=2, n_hidden=8, mu_prior=G_REF)
+    net.use_frequency_heads([f / 90.0 for f in FREQS])
+    xy = _points(16).float() + 0.006
+    x = torch.cat([xy, torch.full((16, 1), 0.5e-3)], dim=1)  # the example's one slice
+    out = {}
+    for engine in ("fast", "reference"):
+        base = WaveEquation.from_name("hetero", omega=60.0, engine=engine)
+        eq = multifreq.SpringpotEquation(base, FREQS, 60.0, ["z", "y"])
+        out[engine] = eq.normalized(x, net.wave_field, net.mu_field).detach()
+    assert out["fast"].shape == (16, 2 * len(FREQS))
+    torch.testing.assert_close(out["fast"], out["reference"], rtol=1e-3, atol=1e-4)

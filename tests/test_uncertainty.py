@@ -29,6 +29,7 @@ def small():
     return simulate.cylinder(shape=(24, 24), seed=0).add_gaussian_noise(1e-3, seed=0)
 
 
+@pytest.mark.slow  # two spawned processes that import torch: ~20 s
 def test_fit_with_ensemble_members_gives_the_uncertainty_map(small):
     # two members in two processes (spawned), as `mrepinn fit --ensemble-members 2` runs them
     out = recipe.fit(small, iters=40, pde_warmup_iters=20, n_hidden=16, n_layers=2,

@@ -212,8 +212,7 @@ class TrainingConfig:
     n_layers: int = _opt(4, "hidden layers of each network", label="hidden layers",
                          minimum=1, maximum=64)
     n_hidden: int = _opt(
-        0, "hidden units per layer (0 = auto: 64, 128 for complex wave fields, 256 for "
-        "joint fits of many frequencies; see recipe.auto_width)",
+        0, "hidden units per layer (0 = auto: 64, or 128 for complex wave fields)",
         label="hidden units (0 = auto)", minimum=0, maximum=4096)
     activ: str = _opt("sin", "activation of the networks", choices=tuple(ACTIVATIONS), widget=False)
     dense: bool = _opt(True, "dense (DenseNet-like) connections", widget=False)

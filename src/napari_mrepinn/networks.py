@@ -443,6 +443,22 @@ class MREPINN(nn.Module):
         self.wave_field = _Field(self, "wave")
         self.mu_field = _Field(self, "mu")
 
+    def use_frequency_heads(self, input_scales: Sequence[float]) -> None:
+        """Give each frequency of a stacked joint-fit view its own wave network
+        (:class:`napari_mrepinn.multifreq.FrequencyHeads`), whose input is the model's
+        scaled by ``input_scales[k]`` (its input frequency over :attr:`omega`)."""
+        from .multifreq import FrequencyHeads
+
+        n_f = len(input_scales)
+        if n_f < 1 or self.n_components % n_f:
+            raise ValueError(f"{self.n_components} wave components are not {n_f} frequencies")
+        c = self.config
+        nets = [PINN(self.n_dims, self.n_components // n_f, complex_output=self.is_complex,
+                     n_layers=c["n_layers"], n_hidden=c["n_hidden"], activ=c["activ"],
+                     dense=c["dense"], polar_input=c["polar_input"]) for _ in range(n_f)]
+        self.u_pinn = FrequencyHeads(nets, input_scales).to(self.center.device)
+        self.config["wave_heads"] = [float(v) for v in input_scales]
+
     # .......................................................................... transforms
     def normalize_input(self, x: torch.Tensor, which: str = "wave") -> torch.Tensor:
         """``(x - centre) / length · omega`` (x in metres, :func:`input_length`);

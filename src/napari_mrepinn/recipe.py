@@ -34,8 +34,6 @@ from .training import MREPINNModel
 
 __all__ = [
     "AUTO_WIDTH_COMPLEXITY",
-    "AUTO_WIDTH_COMPLEXITY_2",
-    "auto_width",
     "auto_omega",
     "build_model",
     "fit",
@@ -124,8 +122,10 @@ def build_model(
     f_wave = float(freqs.max())
     n_hidden = config.n_hidden
     if n_hidden == 0:  # auto: wider networks for complex wave fields
-        complexity = wave_complexity(view, mu_prior, frequency=f_wave)
-        n_hidden = auto_width(complexity)
+        # per frequency at the highest one (a joint fit's view has F x C components; each
+        # frequency has its own wave network, see multifreq.FrequencyHeads)
+        complexity = wave_complexity(view, mu_prior, frequency=f_wave) / len(freqs)
+        n_hidden = 64 * (2 if complexity > AUTO_WIDTH_COMPLEXITY else 1)
     omega = config.omega
     if omega is None:
         omega = auto_omega(view, mu_prior, config.omega_factor, frequency=f_wave)
@@ -137,6 +137,8 @@ def build_model(
         n_hidden=n_hidden, activ=config.activ, dense=config.dense,
         polar_input=config.polar_input, mu_prior=mu_prior,
     )
+    if multi:  # one wave network per frequency, each as detailed as its own wavelength
+        net.use_frequency_heads([float(f) / f_wave for f in freqs])  # ω0 ∝ wavenumber ∝ f
     eq = WaveEquation.from_name(
         config.pde, omega=view.frequency, rho=out.density, detach=True, engine=config.engine,
         no_z=config.in_plane(out),
@@ -322,18 +324,6 @@ def torch_threads(threads: int) -> Iterator[int]:
 
 #: above this :func:`wave_complexity` the recipe doubles the network width
 AUTO_WIDTH_COMPLEXITY = 12.0
-#: and above this it doubles it again: a joint fit of several frequencies, whose wave
-#: network has one head per frequency (the four-target slice at 50–100 Hz, 3 components,
-#: complexity ~390: 128 units gave R 0.824 and CTE 48 / 34 / 28 / 15 %, 256 units 0.844 and
-#: 59 / 34 / 36 / 25 % at 30 dB). No single-frequency case of the family or the phantoms
-#: reaches it (the largest, a three-component 80 × 100 mm slice at 90 Hz, is ~65).
-AUTO_WIDTH_COMPLEXITY_2 = 150.0
-
-
-def auto_width(complexity: float) -> int:
-    """Hidden units of both networks for a :func:`wave_complexity`: 64, 128 or 256."""
-    return 64 * (1 + (complexity > AUTO_WIDTH_COMPLEXITY)) * (
-        1 + (complexity > AUTO_WIDTH_COMPLEXITY_2))
 
 
 def wave_complexity(example: MREExample, mu_prior: complex,

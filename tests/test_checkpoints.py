@@ -39,6 +39,18 @@ def test_restore_continues_on_the_same_example(plane_example, tmp_path):
     assert json.dumps(again.history) == json.dumps(model.history)  # NaN-safe
 
 
+def test_restore_on_a_single_slice_with_a_z_axis(plane_example, tmp_path):
+    # one slice of a volume: its z spacing is unknown (NaN) and must compare equal to itself
+    from napari_mrepinn.data import MREExample
+
+    wave = np.asarray(plane_example.wave.values)[:, :, None]
+    slab = MREExample.from_numpy(wave, plane_example.frequency, 1e-3, spatial_ndim=3)
+    assert np.isnan(slab.spacing["z"])
+    model = _trained(slab)
+    path = model.save(tmp_path / "slice.pt")
+    assert build_model(slab, **SMALL).restore(path).iteration == 10
+
+
 @pytest.mark.parametrize("change", ["grid", "frequency", "network"])
 def test_restore_refuses_another_run_and_says_what_differs(plane_example, tmp_path, change):
     model = _trained(plane_example)

@@ -225,3 +225,19 @@ def test_frequency_heads_derivatives_match_autograd():
         out[engine] = eq.normalized(x, net.wave_field, net.mu_field).detach()
     assert out["fast"].shape == (16, 2 * len(FREQS))
     torch.testing.assert_close(out["fast"], out["reference"], rtol=1e-3, atol=1e-4)
+
+
+def test_joint_checkpoint_round_trip(tmp_path):
+    ex = _multi_example(n=12)
+    model = recipe.build_model(ex, iters=20, pde_warmup_iters=10, n_hidden=8, n_layers=2)
+    model.train(20)
+    path = model.save(tmp_path / "joint.pt")
+    again = recipe.build_model(ex, iters=20, pde_warmup_iters=10, n_hidden=8, n_layers=2)
+    again.restore(path)
+    assert again.iteration == 20
+    x = model.x_all[:5]
+    torch.testing.assert_close(again.net.wave_std(x), model.net.wave_std(x))
+    # a single-frequency model cannot take it
+    single = recipe.build_model(ex.select_frequency(60.0), iters=20, n_hidden=8, n_layers=2)
+    with pytest.raises(MREInputError):
+        single.restore(path)

@@ -202,7 +202,10 @@ def _same(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) or isinstance(b, float):
         try:
-            return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+            fa, fb = float(a), float(b)
+            # NaN is "unknown" (the spacing along a single slice's z): equal to itself
+            return (math.isnan(fa) and math.isnan(fb)) or math.isclose(
+                fa, fb, rel_tol=1e-6, abs_tol=1e-9)
         except (TypeError, ValueError):
             return False
     return a == b

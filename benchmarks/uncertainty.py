@@ -28,9 +28,13 @@ from benchmarks.family import NOISE_LEVELS, _noisy, build_case, make_family
 from napari_mrepinn.uncertainty import COVERAGE, fit_ensemble
 
 
-def run(out: Path, kinds=("2d",), levels=("30 dB", "20 dB"), members: int = 3) -> None:
+def run(out: Path, kinds=("2d",), levels=("30 dB", "20 dB"), members: int = 3,
+        reverse: bool = False) -> None:
+    """Fit the ensembles (cases already in ``out`` are skipped, so two runs, one of them
+    ``reverse``, share the work)."""
     out.mkdir(parents=True, exist_ok=True)
-    for case in make_family(0):
+    cases = make_family(0)
+    for case in reversed(cases) if reverse else cases:
         if case.kind not in kinds:
             continue
         clean = build_case(case)
@@ -87,7 +91,9 @@ if __name__ == "__main__":  # pragma: no cover - a benchmark run, not a test
     p.add_argument("--report", action="store_true")
     p.add_argument("--kinds", default="2d")
     p.add_argument("--levels", default="30 dB,20 dB")
+    p.add_argument("--reverse", action="store_true", help="last case first (a second worker)")
     a = p.parse_args()
     if not a.report:
-        run(Path(a.out), tuple(a.kinds.split(",")), tuple(a.levels.split(",")))
+        run(Path(a.out), tuple(a.kinds.split(",")), tuple(a.levels.split(",")),
+            reverse=a.reverse)
     print(report(Path(a.out)))

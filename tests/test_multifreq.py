@@ -201,6 +201,7 @@ def test_cli_fit_of_a_multi_frequency_file(tmp_path, capsys):
     assert main(["fit", str(path), "-o", str(out), "--iters", "40", "--n-points", "128",
                  "--stop-tol", "0"]) == 0
     printed = capsys.readouterr().out
+    assert "one joint fit, mu_pred at the reference frequency 60 Hz" in printed
     assert "mu_pred" in printed and "mu_ahi" in printed  # scored at the reference frequency
     result = MREExample.load(out)
     assert result.ds["mu_pred_f"].dims[0] == "frequency"

@@ -275,6 +275,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     config.check(example)  # before any work: one message for a bad combination
     from .recipe import fit
 
+    if len(example.frequencies) > 1:
+        from .multifreq import reference_frequency
+
+        f_ref = reference_frequency(example.frequencies, config.reference_frequency)
+        print(f"{len(example.frequencies)} frequencies "
+              f"({', '.join(f'{f:g}' for f in example.frequencies)} Hz): one joint fit, "
+              f"mu_pred at the reference frequency {f_ref:g} Hz (--frequency F fits one)")
     result = fit(example, config, progress=True)
     ran = json.loads(result.ds.attrs.get("mrepinn_settings_json", "{}"))
     if ran.get("converged_at"):

@@ -50,13 +50,13 @@ def _const(value: complex):
 @pytest.mark.parametrize("engine", ["fast", "reference"])
 def test_springpot_plane_waves_are_exact_solutions(engine):
     base = WaveEquation.from_name("hetero", omega=F_REF, rho=RHO, engine=engine)
-    eq = multifreq.SpringpotEquation(base, FREQS, F_REF, None)
+    eq = multifreq.JointEquation(base, FREQS, F_REF, None)
     x = _points()
     r = eq.normalized(x, _stacked_plane_waves(G_REF), _const(G_REF))
     assert r.shape == (48, len(FREQS))
     assert float(r.detach().abs().max()) < 1e-8
     # the same waves with a frequency-independent modulus (α ignored) do not solve it
-    wrong = multifreq.SpringpotEquation(base, FREQS, F_REF, None)
+    wrong = multifreq.JointEquation(base, FREQS, F_REF, None)
     r2 = wrong.normalized(x, _stacked_plane_waves(abs(G_REF) + 0j), _const(G_REF))
     assert float(r2[:, 0].detach().abs().median()) > 1e-2  # 40 Hz: the modulus is 6 % off
     assert float(r2[:, 1].detach().abs().max()) > 1e-3  # 60 Hz: the phase differs
@@ -80,7 +80,7 @@ def test_springpot_gradient_matches_the_explicit_modulus(engine):
         return mu
 
     base = WaveEquation.from_name("hetero", omega=F_REF, rho=RHO, engine=engine)
-    eq = multifreq.SpringpotEquation(base, FREQS, F_REF, None)
+    eq = multifreq.JointEquation(base, FREQS, F_REF, None)
     u = _stacked_plane_waves(G_REF)
     x = _points(seed=1)
     joint = eq(x, u, g_ref)
@@ -222,7 +222,7 @@ def test_frequency_heads_derivatives_match_autograd():
     out = {}
     for engine in ("fast", "reference"):
         base = WaveEquation.from_name("hetero", omega=60.0, engine=engine)
-        eq = multifreq.SpringpotEquation(base, FREQS, 60.0, ["z", "y"])
+        eq = multifreq.JointEquation(base, FREQS, 60.0, ["z", "y"])
         out[engine] = eq.normalized(x, net.wave_field, net.mu_field).detach()
     assert out["fast"].shape == (16, 2 * len(FREQS))
     torch.testing.assert_close(out["fast"], out["reference"], rtol=1e-3, atol=1e-4)
@@ -242,3 +242,34 @@ def test_joint_checkpoint_round_trip(tmp_path):
     single = recipe.build_model(ex.select_frequency(60.0), iters=20, n_hidden=8, n_layers=2)
     with pytest.raises(MREInputError):
         single.restore(path)
+
+
+def test_free_frequency_model_gives_one_map_per_frequency():
+    ex = _multi_example(n=12)
+    model = recipe.build_model(ex, iters=30, pde_warmup_iters=10, n_hidden=8, n_layers=2,
+                               frequency_model="free")
+    assert model.net.n_moduli == len(FREQS) and model.pde.model == "free"
+    x = model.x_all[:7]
+    mu = model.net.mu(x)
+    assert mu.shape == (7, len(FREQS))
+    # each frequency's residual uses its own modulus column: the plain equation with it
+    u = model.net.wave_field
+    joint = model.pde(x, u, model.net.mu_field, create_graph=False)
+    k = 2
+    single = WaveEquation.from_name("hetero", omega=FREQS[k], rho=RHO)
+
+    def uk(xx):
+        return u(xx)[:, 2 * k : 2 * k + 2]
+
+    def mk(xx):
+        return model.net.mu(xx)[:, k : k + 1]
+
+    torch.testing.assert_close(joint[:, 2 * k : 2 * k + 2], single(x, uk, mk, create_graph=False),
+                               rtol=1e-4, atol=1e-3)
+    out = recipe.fit(ex, iters=30, pde_warmup_iters=10, n_hidden=8, n_layers=2,
+                     frequency_model="free", stop_tol=0, progress=False)
+    assert "mu_alpha" not in out.ds  # no springpot, no exponent
+    np.testing.assert_allclose(out.ds["mu_pred_f"].sel(frequency=60.0).values,
+                               out.ds["mu_pred"].values)
+    settings = json.loads(out.ds.attrs["mrepinn_settings_json"])
+    assert settings["frequency_model"] == "free"

@@ -230,11 +230,15 @@ def test_fit_returns_an_annotated_copy():
     assert np.all(mu.imag >= 0) and np.all(mu.real > 0)
 
 
-def test_fit_refuses_several_frequencies():
+def test_the_networks_take_one_frequency_and_point_to_the_joint_fit():
+    # fit() fits several frequencies jointly (tests/test_multifreq.py); the single-frequency
+    # networks refuse them and say where to go
+    from napari_mrepinn.networks import MREPINN
+
     u = np.ones((2, 8, 8), complex)
     ex = MREExample.from_numpy(u, [50.0, 60.0], 1e-3)
-    with pytest.raises(MREInputError, match="select"):
-        fit(ex, iters=1, progress=False)
+    with pytest.raises(MREInputError, match="jointly"):
+        MREPINN(ex)
 
 
 def test_scale_free_losses_give_the_same_map():

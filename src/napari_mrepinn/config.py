@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "L-BFGS")
+#: how G* may depend on the frequency in a joint fit (napari_mrepinn.multifreq)
+FREQUENCY_MODELS = ("springpot", "free")
 DERIVATIVE_AXES = ("auto", "in-plane", "3d")
 
 
@@ -242,6 +244,10 @@ class TrainingConfig:
         None, "reference frequency of a joint multi-frequency fit: mu_pred is G* there and "
         "the springpot G*(f) = G*_ref (f/f_ref)^α extends it (None = the measured frequency "
         "nearest the geometric mean)", unit="Hz", widget=False)
+    frequency_model: str = _opt(
+        "springpot", "how G* depends on the frequency in a joint fit: 'springpot' (maps of "
+        "G*_ref and α = 2φ/π) or 'free' (one G* map per frequency)",
+        choices=FREQUENCY_MODELS, widget=False)
     # -- uncertainty (napari_mrepinn.uncertainty)
     ensemble_members: int = _opt(
         1, "fit this many PINNs (seeds seed, seed+1, ...) and report their mean, spread and "

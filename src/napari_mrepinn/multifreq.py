@@ -13,12 +13,14 @@ together:
   and ``φ`` its phase angle (a springpot's phase angle does not depend on the frequency).
   The modulus network of the single-frequency model gives ``G*_ref`` unchanged, so every
   frequency constrains the same two maps, ``|G*_ref|`` and ``α``.
+  With ``frequency_model="free"`` the modulus network instead gives one ``G*`` per
+  frequency (no coupling through the modulus; ``mu_pred`` is the map at ``f_ref``).
 * **PDE**: the residual of each frequency, made dimensionless by its own ``ρω²``; the PDE
   loss is the mean over all of them (the sum over frequencies, scaled).
 
 The joint model is a :class:`~napari_mrepinn.training.MREPINNModel` on a *stacked* view of
 the example (:func:`stack_frequencies`: frequencies side by side as wave components, the
-other variables at ``f_ref``), with :class:`SpringpotEquation` as its physics, so training,
+other variables at ``f_ref``), with :class:`JointEquation` as its physics, so training,
 callbacks, checkpoints and the dock's worker are the single-frequency ones.
 :func:`napari_mrepinn.recipe.fit` uses it whenever the example has several frequencies.
 """
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .config import FREQUENCY_MODELS
 from .data import MREExample, MREInputError
 from .derivatives import derivatives
 from .physics import WaveEquation
@@ -40,8 +43,8 @@ from .training import MREPINNModel
 
 __all__ = [
     "FrequencyHeads",
+    "JointEquation",
     "JointFrequencyModel",
-    "SpringpotEquation",
     "component_labels",
     "reference_frequency",
     "springpot_modulus",
@@ -196,9 +199,8 @@ class FrequencyHeads(torch.nn.Module):
                 torch.cat([p[1] for p in parts], dim=1), second)
 
 
-class SpringpotEquation(WaveEquation):
-    """The residuals of one wave equation at every frequency of a joint fit, with a
-    springpot modulus.
+class JointEquation(WaveEquation):
+    """The residuals of one wave equation at every frequency of a joint fit.
 
     Parameters
     ----------
@@ -212,24 +214,32 @@ class SpringpotEquation(WaveEquation):
     components : list of str or None
         The wave's own component labels (``"x"``, ``"y"``, ``"z"``), the same at every
         frequency.
+    model : {"springpot", "free"}
+        ``"springpot"``: the modulus field is ``G*_ref`` ``(N, 1)`` and
+        ``G*(f) = G*_ref (f/f_ref)^(2φ/π)``; ``"free"``: the modulus field gives one
+        ``G*`` per frequency ``(N, F)``.
 
     Notes
     -----
-    Called with the stacked standardised wave ``(N, F·C)`` and the modulus field ``G*_ref``
-    ``(N, 1)``, it returns the ``(N, F·C)`` residuals, frequency-major;
-    :meth:`normalized` divides each frequency's block by its own ``ρω²``. The springpot
-    modulus at ``f`` and its gradient follow from ``G*_ref`` and ``∇G*_ref`` by the chain
-    rule: ``∇G*(f) = G*(f) (∇G*_ref/G*_ref + (2/π) ln(f/f_ref) ∇φ)``.
+    Called with the stacked standardised wave ``(N, F·C)`` and the modulus field, it
+    returns the ``(N, F·C)`` residuals, frequency-major; :meth:`normalized` divides each
+    frequency's block by its own ``ρω²``. The springpot modulus at ``f`` and its gradient
+    follow from ``G*_ref`` and ``∇G*_ref`` by the chain rule:
+    ``∇G*(f) = G*(f) (∇G*_ref/G*_ref + (2/π) ln(f/f_ref) ∇φ)``.
     """
 
     def __init__(self, base: WaveEquation, frequencies: Sequence[float], f_ref: float,
-                 components: list[str] | None) -> None:
+                 components: list[str] | None, model: str = "springpot") -> None:
+        if model not in FREQUENCY_MODELS:
+            raise MREInputError(f"frequency_model must be one of {FREQUENCY_MODELS}, "
+                                f"got {model!r}.")
+        self.model = model
         super().__init__(f_ref, rho=base.rho, lambda_=base.lambda_, detach=base.detach,
                          engine=base.engine, no_z=base.no_z)
         self.base = base
-        self.name = f"springpot-{base.name}"
+        self.name = f"{model}-{base.name}"
         self.wave_order = base.wave_order
-        self.needs_mu_grad = True  # the springpot needs the phase gradient in any case
+        self.needs_mu_grad = base.needs_mu_grad or model == "springpot"  # ∇φ in G*(f)
         self.frequencies = np.asarray(frequencies, float)
         self.f_ref = float(f_ref)
         self.components = components
@@ -239,7 +249,8 @@ class SpringpotEquation(WaveEquation):
 
     def __repr__(self) -> str:
         fs = ", ".join(f"{f:g}" for f in self.frequencies)
-        return f"SpringpotEquation({self.base!r}, frequencies=[{fs}] Hz, f_ref={self.f_ref:g})"
+        return (f"JointEquation({self.base!r}, frequencies=[{fs}] Hz, f_ref={self.f_ref:g}, "
+                f"model={self.model!r})")
 
     def body_coefficients(self) -> list[float]:
         """``ρω²`` of each frequency (kg/(m³·s²))."""
@@ -247,7 +258,10 @@ class SpringpotEquation(WaveEquation):
 
     def modulus_at(self, k: int, mu: torch.Tensor, dmu: torch.Tensor | None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The springpot modulus (Pa) and its gradient at frequency ``k`` from ``G*_ref``."""
+        """The modulus (Pa) and its gradient at frequency ``k``: the springpot's from
+        ``G*_ref``, or the free model's own column ``k``."""
+        if self.model == "free":
+            return mu[:, k : k + 1], None if dmu is None else dmu[:, k : k + 1]
         c = self._log_ratio[k]
         if c == 0.0:
             return mu, dmu
@@ -278,8 +292,12 @@ class SpringpotEquation(WaveEquation):
             create_graph=create_graph and not self.detach, value_graph=create_graph,
         )
         u_value = uv
-        muv, dmu, _ = derivatives(mu, x, dims, None, engine=self.engine,
-                                  create_graph=create_graph)
+        if self.needs_mu_grad or need_mu_grad:
+            muv, dmu, _ = derivatives(mu, x, dims, None, engine=self.engine,
+                                      create_graph=create_graph)
+        else:
+            with torch.enable_grad() if create_graph else torch.no_grad():
+                muv, dmu = mu(x), None
         if self.detach:
             uv, du = uv.detach(), du.detach()
             d2u = d2u.detach() if d2u is not None else None
@@ -308,7 +326,7 @@ class JointFrequencyModel(MREPINNModel):
     """:class:`~napari_mrepinn.training.MREPINNModel` of a joint multi-frequency fit.
 
     It trains on the stacked view (:func:`stack_frequencies`) with a
-    :class:`SpringpotEquation`; :meth:`results` gives the maps on the original example's
+    :class:`JointEquation`; :meth:`results` gives the maps on the original example's
     axes.
 
     Parameters
@@ -321,13 +339,15 @@ class JointFrequencyModel(MREPINNModel):
         The per-frequency wave scales of the view.
     pinn, pde, config, **overrides
         As for :class:`~napari_mrepinn.training.MREPINNModel` (``pde`` a
-        :class:`SpringpotEquation`).
+        :class:`JointEquation`).
     """
 
     def __init__(self, original: MREExample, stacked: MREExample, scales: np.ndarray,
-                 pinn: Any, pde: SpringpotEquation, config: Any = None,
+                 pinn: Any, pde: JointEquation, config: Any = None,
                  **overrides: Any) -> None:
         super().__init__(stacked, pinn, pde, config, **overrides)
+        if pde.model == "free":  # mu_pred: the map at the reference frequency
+            self.result_modulus = int(np.argmin(np.abs(original.frequencies - pde.f_ref)))
         self.original = original
         self.scales = np.asarray(scales, float)
         self.frequencies = original.frequencies
@@ -361,13 +381,19 @@ class JointFrequencyModel(MREPINNModel):
         out["mu_pred"] = mu
         out["mu_pred"].attrs.update(units="Pa", frequency=self.f_ref,
                                     long_name=f"G* at the reference frequency {self.f_ref:g} Hz")
-        mu_f = xr.concat([springpot_modulus(mu, f, self.f_ref) for f in freqs],
-                         dim=xr.DataArray(freqs, dims="frequency", name="frequency"))
-        out["mu_pred_f"] = mu_f
-        out["mu_pred_f"].attrs.update(units="Pa", long_name="springpot G*(f)")
-        out["mu_alpha"] = xr.DataArray(2 * np.angle(mu.values) / np.pi, dims=mu.dims,
-                                       coords=mu.coords,
-                                       attrs={"units": "1", "long_name": "springpot exponent α"})
+        fdim = xr.DataArray(freqs, dims="frequency", name="frequency")
+        if self.pde.model == "free":
+            maps = [mu.copy(data=self._mu_all[:, k].reshape(mu.shape))
+                    for k in range(len(freqs))]
+            out["mu_pred_f"] = xr.concat(maps, dim=fdim)
+            out["mu_pred_f"].attrs.update(units="Pa", long_name="G*(f), one map per frequency")
+        else:
+            out["mu_pred_f"] = xr.concat([springpot_modulus(mu, f, self.f_ref) for f in freqs],
+                                         dim=fdim)
+            out["mu_pred_f"].attrs.update(units="Pa", long_name="springpot G*(f)")
+            out["mu_alpha"] = xr.DataArray(
+                2 * np.angle(mu.values) / np.pi, dims=mu.dims, coords=mu.coords,
+                attrs={"units": "1", "long_name": "springpot exponent α"})
         out["wave_pred"].attrs["units"] = self.original["wave"].attrs.get("units", "")
         out["pde_residual"].attrs["units"] = "1"
         if "mu_ahi" in self.original:
@@ -378,6 +404,6 @@ class JointFrequencyModel(MREPINNModel):
     def settings(self) -> dict[str, Any]:
         s = super().settings()
         s.update(frequencies_hz=[float(f) for f in self.frequencies],
-                 reference_frequency_hz=self.f_ref, frequency_model="springpot",
+                 reference_frequency_hz=self.f_ref, frequency_model=self.pde.model,
                  wave_scales=[float(v) for v in self.scales])
         return s

@@ -439,6 +439,7 @@ class MREPINN(nn.Module):
         net = dict(n_layers=n_layers, n_hidden=n_hidden, activ=activ, dense=dense,
                    polar_input=polar_input)
         self.u_pinn = PINN(self.n_dims, self.n_components, complex_output=self.is_complex, **net)
+        self.n_moduli = 1  # moduli per point (a free joint fit: one per frequency)
         self.mu_pinn = PINN(self.n_dims, 2 + self.n_anat, zero_output=True, **net)
         self.wave_field = _Field(self, "wave")
         self.mu_field = _Field(self, "mu")
@@ -459,6 +460,16 @@ class MREPINN(nn.Module):
         self.u_pinn = FrequencyHeads(nets, input_scales).to(self.center.device)
         self.config["wave_heads"] = [float(v) for v in input_scales]
 
+    def use_moduli(self, n: int) -> None:
+        """Give the modulus network ``n`` moduli per point (a joint fit with a free G* per
+        frequency); a fresh, zero-output network (every modulus starts at the prior)."""
+        c = self.config
+        self.n_moduli = int(n)
+        self.mu_pinn = PINN(self.n_dims, 2 * self.n_moduli + self.n_anat, zero_output=True,
+                            n_layers=c["n_layers"], n_hidden=c["n_hidden"], activ=c["activ"],
+                            dense=c["dense"], polar_input=c["polar_input"]).to(self.center.device)
+        self.config["moduli"] = self.n_moduli
+
     # .......................................................................... transforms
     def normalize_input(self, x: torch.Tensor, which: str = "wave") -> torch.Tensor:
         """``(x - centre) / length · omega`` (x in metres, :func:`input_length`);
@@ -477,9 +488,10 @@ class MREPINN(nn.Module):
         return torch.complex(r[:, 0::2], r[:, 1::2]) if self.is_complex else r
 
     def _mu_from_raw(self, r: torch.Tensor) -> torch.Tensor:
+        m = 2 * self.n_moduli  # raw pairs (log-magnitude, phase), one per modulus
         b = math.log(MU_RANGE_FACTOR)
-        s = b * torch.tanh(r[:, :1] / b)
-        phase = MU_PHASE_MAX * torch.sigmoid(r[:, 1:2] + self.phase_offset)
+        s = b * torch.tanh(r[:, 0:m:2] / b)
+        phase = MU_PHASE_MAX * torch.sigmoid(r[:, 1:m:2] + self.phase_offset)
         return torch.polar(self.mu0 * torch.exp(s), phase)
 
     def wave_std(self, x: torch.Tensor) -> torch.Tensor:
@@ -495,17 +507,17 @@ class MREPINN(nn.Module):
         return u_std * self.u_scale.to(u_std.real.dtype)
 
     def mu(self, x: torch.Tensor) -> torch.Tensor:
-        """Complex shear modulus in Pa at points x (metres), ``(N, 1)``."""
+        """Complex shear modulus in Pa at points x (metres), ``(N, n_moduli)``."""
         return self._mu_from_raw(self.mu_pinn.raw(self.normalize_input(x, "mu")))
 
     def mu_and_anat(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Modulus (Pa) and anatomical channels from one pass of the modulus network."""
         r = self.mu_pinn.raw(self.normalize_input(x, "mu"))
-        return self._mu_from_raw(r), r[:, 2:] * self.a_scale + self.a_loc
+        return self._mu_from_raw(r), r[:, 2 * self.n_moduli:] * self.a_scale + self.a_loc
 
     def anat_std(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised anatomical channels ``(N, n_anat)``."""
-        return self.mu_pinn.raw(self.normalize_input(x, "mu"))[:, 2:]
+        return self.mu_pinn.raw(self.normalize_input(x, "mu"))[:, 2 * self.n_moduli:]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(u, mu, a)`` at points x in metres (wave units, Pa, anat units)."""
@@ -528,10 +540,11 @@ class MREPINN(nn.Module):
         if order is not None:
             raise ValueError("only first derivatives of the modulus are available")
         # chain rule through the magnitude/phase transform: dG = G (ds + i dφ)
+        m = 2 * self.n_moduli
         b = math.log(MU_RANGE_FACTOR)
-        t = torch.tanh(v[:, :1] / b)
-        sig = torch.sigmoid(v[:, 1:2] + self.phase_offset)
+        t = torch.tanh(v[:, 0:m:2] / b)
+        sig = torch.sigmoid(v[:, 1:m:2] + self.phase_offset)
         mu = torch.polar(self.mu0 * torch.exp(b * t), MU_PHASE_MAX * sig)
-        ds = (1 - t * t)[..., None] * j[:, :1]
-        dphi = (MU_PHASE_MAX * sig * (1 - sig))[..., None] * j[:, 1:2]
+        ds = (1 - t * t)[..., None] * j[:, 0:m:2]
+        dphi = (MU_PHASE_MAX * sig * (1 - sig))[..., None] * j[:, 1:m:2]
         return mu, mu[..., None] * torch.complex(ds, dphi), None

@@ -144,7 +144,10 @@ def build_model(
         no_z=config.in_plane(out),
     )
     if multi:
-        eq = multifreq.SpringpotEquation(eq, freqs, f_ref, multifreq.component_labels(out))
+        if config.frequency_model == "free":
+            net.use_moduli(len(freqs))
+        eq = multifreq.JointEquation(eq, freqs, f_ref, multifreq.component_labels(out),
+                                     config.frequency_model)
         model: MREPINNModel = multifreq.JointFrequencyModel(out, view, scales, net, eq, config)
     else:
         model = MREPINNModel(out, net, eq, config)

@@ -181,6 +181,9 @@ class MREPINNModel:
         to it); a joint multi-frequency model trains on a view of it."""
         return self.example
 
+    #: which of the modulus network's moduli is ``mu_pred`` (a free joint fit: f_ref's)
+    result_modulus: int = 0
+
     @property
     def n_points(self) -> int:
         """Collocation points per iteration."""
@@ -292,7 +295,7 @@ class MREPINNModel:
             if w.elast > 0:
                 out["elast"] = net._mu_from_raw(r) / abs(net.mu_prior)
             if w.anat > 0:
-                out["anat"] = r[:, 2:]
+                out["anat"] = r[:, 2 * net.n_moduli:]
         if w_pde > 0:
             tv = self.config.mu_tv_weight > 0
             fields: dict[str, torch.Tensor] = {}
@@ -587,7 +590,7 @@ class MREPINNModel:
                     if net.n_anat:
                         parts["a"].append(net.mu_and_anat(x)[1].cpu().numpy())
                 parts["u"].append(u.cpu().numpy())
-                parts["mu"].append(mu[:, 0].cpu().numpy())
+                parts["mu"].append(mu.cpu().numpy())  # (N, n_moduli)
                 parts["pde"].append(r.cpu().numpy())
         finally:
             net.train(was_training)
@@ -623,7 +626,9 @@ class MREPINNModel:
 
         u_pred = ev["u"].reshape(wave.shape)
         r_pred = ev["pde"].reshape(wave.shape)
-        mu_pred = ev["mu"].reshape(shape)
+        # the (first) modulus map; a free joint fit keeps one per frequency (mu_all)
+        self._mu_all = ev["mu"]
+        mu_pred = ev["mu"][:, self.result_modulus].reshape(shape)
         mre = np.asarray(ex["mre"].values) if "mre" in ex and ex["mre"].dims == sdims else None
         ds = xr.Dataset(
             {

@@ -194,3 +194,23 @@ def test_screenshot_result_over_anatomy(make_napari_viewer, rng):
     assert np.median(chroma[core_in]) > 40, "mu_pred should be coloured inside the mask"
     assert np.max(chroma[core_out]) < 8, "outside the mask the gray anatomy shows"
     assert abs(np.median(view[core_out]) - 128) < 10
+
+
+def test_joint_and_ensemble_maps_are_result_layers():
+    # a joint fit's G*(f) and α and an ensemble's uncertainty show as layers, in % / kPa
+    from napari_mrepinn._layers import result_layer_data
+
+    ex = example_3d(np.random.default_rng(0), multi=True)
+    grid = ex.ds["mre"].isel(frequency=0, drop=True)
+    ex.ds["mu_pred"] = grid.assign_attrs(frequency=60.0)
+    ex.ds["mu_pred_f"] = ex.ds["mre"]
+    ex.ds["mu_alpha"] = abs(grid) * 0 + 0.1
+    ex.ds["mu_uncertainty"] = abs(grid) * 0 + 0.05
+    layers = {kw["name"]: (data, kw) for data, kw, _ in result_layer_data(ex)}
+    assert {"mu_pred_f", "mu_alpha", "mu_uncertainty", "mu_diff"} <= set(layers)
+    data, kw = layers["mu_uncertainty"]
+    assert kw["metadata"]["unit"] == "%"
+    inside = np.asarray(data)[np.isfinite(data)]
+    assert inside.size and np.allclose(inside, 5.0)
+    data, kw = layers["mu_pred_f"]
+    assert kw["axis_labels"][0] == "frequency" and np.nanmax(data) == pytest.approx(9.6, 0.01)

@@ -61,7 +61,8 @@ DEFAULT_MODULUS_MAX_KPA = 12.0
 # The one table of display choices. Keys:
 #   type      napari layer type
 #   value     how the (complex) variable becomes a real image:
-#             "real" part, "abs" |.|, "kpa" |.|/1000, "kpa_diff" (|pred|-|true|)/1000, "labels"
+#             "real" part, "abs" |.|, "kpa" |.|/1000, "kpa_diff" (|pred|-|true|)/1000,
+#             "percent" (a fraction × 100), "labels"
 #   limits    "percentile" (0.5-99.5 %), "wave" (± 99.5 % of |Re wave|, shared by wave,
 #             wave_pred, wave_diff), "modulus" (0..max, fixed, shared by mre/mu_*),
 #             "modulus_diff" (± max/2), "residual" (0..99 % inside the mask)
@@ -89,6 +90,13 @@ LAYER_STYLES: dict[str, dict[str, Any]] = {
     "kmdev_speed": dict(type="image", value="real", colormap="viridis",
                         blending="translucent", opacity=0.7, limits="percentile", masked=True,
                         visible=False, unit="m/s"),
+    "mu_pred_f": dict(type="image", value="kpa", colormap="magma", blending="translucent",
+                      opacity=0.7, limits="modulus", masked=True, visible=False, unit="kPa"),
+    "mu_alpha": dict(type="image", value="real", colormap="viridis", blending="translucent",
+                     opacity=0.7, limits="percentile", masked=True, visible=False, unit=""),
+    "mu_uncertainty": dict(type="image", value="percent", colormap="viridis",
+                           blending="translucent", opacity=0.7, limits="percentile",
+                           masked=True, visible=False, unit="%"),
     "wave_diff": dict(type="image", value="real", colormap="bwr", blending="translucent",
                       opacity=0.8, limits="wave", masked=True, visible=False, unit="a.u."),
     "mu_diff": dict(type="image", value="kpa_diff", colormap="bwr", blending="translucent",
@@ -97,8 +105,8 @@ LAYER_STYLES: dict[str, dict[str, Any]] = {
 
 #: Result layers, in the order they are added (the later, the higher in the stack).
 RESULT_NAMES = (
-    "kmdev_speed", "mu_ahi", "mu_mdev", "pde_residual", "wave_pred", "wave_diff", "mu_diff",
-    "mu_pred",
+    "kmdev_speed", "mu_ahi", "mu_mdev", "mu_alpha", "mu_uncertainty", "mu_pred_f",
+    "pde_residual", "wave_pred", "wave_diff", "mu_diff", "mu_pred",
 )
 _INPUT_NAMES = ("anat", "wave", "mre", "mre_mask")
 _LEADING = ("frequency", "sequence", "component")  # napari order of the non-spatial axes
@@ -211,6 +219,8 @@ def _value(example: MREExample, name: str, var: xr.DataArray, how: str) -> xr.Da
         return abs(var)
     if how == "kpa":
         return abs(var) / 1e3
+    if how == "percent":  # a fraction shown in %
+        return xr.apply_ufunc(np.real, var) * 100
     if how == "kpa_diff":
         return xr.apply_ufunc(np.real, var) / 1e3
     if how == "labels":

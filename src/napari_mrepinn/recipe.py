@@ -189,12 +189,12 @@ def fit(
        wave-only iterations and 0.57 after 3000; 2500 + 2500 PDE iterations instead of
        1000 + 3000 take that fit from R = 0.83 to 0.85 and the cylinder from 0.87 to
        0.88 for about the same CPU time). Then the PDE weight ramps ×10 per 100
-       iterations from 0.01 to 1 (the published schedule, shortened), and the PDE loss
-       trains **both** networks (``pde_trains_wave``; the published code trains only the
-       modulus network with it): a wave network fitted to the data alone can match the
-       values to 1 % with a Laplacian that is wrong, and on the family's tuning cases
-       letting the PDE keep it consistent raised R on every case (median 0.802 → 0.850 at
-       30 dB, 0.764 → 0.861 at 20 dB).
+       iterations from 0.01 to 1 (the published schedule, shortened); the PDE loss trains
+       only the modulus network, as published. ``pde_trains_wave=True`` lets it train the
+       wave network too: a wave network fitted to the data alone can match the values to
+       1 % with a Laplacian that is wrong, and on the family's tuning cases that option
+       raised R on every case (median 0.802 → 0.850 at 30 dB, 0.764 → 0.861 at 20 dB),
+       but the converged stop then ends the run before small targets have sharpened.
     4. **Adam** at ``lr = 1e-3`` with a cosine decay to 0.1× after the warmup (late small
        steps average out the noise of the random batches), 1024 fresh points per
        iteration, at most 5000 iterations in all (``config.iters``); the published 100 000

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import napari_mrepinn
-from napari_mrepinn import fit
+from napari_mrepinn import build_model, fit
 from napari_mrepinn.data import MREExample, MREInputError
 from napari_mrepinn.networks import MREPINN
 from napari_mrepinn.physics import WaveEquation
@@ -301,3 +301,17 @@ def test_convergence_stops_once_the_map_settles():
     m2 = _model()
     m2.train(30, test_every=0, callbacks=[never])
     assert m2.iteration == 30 and m2.converged_at is None
+
+
+@pytest.mark.parametrize("trains", [False, True])
+def test_pde_trains_wave_lets_the_pde_gradient_reach_the_wave_network(trains):
+    ex = _plane_example(n=12, noise=1e-3)
+    model = build_model(ex, iters=10, pde_warmup_iters=0, n_points=64, pde_trains_wave=trains,
+                        loss_weights="0,0,1", **SMALL)
+    assert model.pde.detach is (not trains)
+    model.compile()
+    result = model.step(pde_weight=1.0)  # the PDE term alone
+    assert result.accepted and "pde" in result.losses
+    grads = [p.grad for p in model.net.u_pinn.parameters() if p.grad is not None]
+    reached = bool(grads) and float(sum(g.abs().sum() for g in grads)) > 0
+    assert reached is trains

@@ -39,7 +39,6 @@ import xarray as xr
 
 from .config import FREQUENCY_MODELS
 from .data import MREExample, MREInputError
-from .derivatives import derivatives
 from .physics import WaveEquation
 from .training import MREPINNModel
 
@@ -285,24 +284,8 @@ class JointEquation(WaveEquation):
         fields: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Residuals ``(N, F·C)`` in ``Pa · [u] / m²`` (see the class notes)."""
-        if create_graph is None:
-            create_graph = torch.is_grad_enabled()
-        base = self.base
-        dims = base.derivative_dims(x.shape[1])
-        uv, du, d2u = derivatives(
-            u, x, dims, self.wave_order, engine=self.engine,
-            create_graph=create_graph and not self.detach, value_graph=create_graph,
-        )
-        u_value = uv
-        if self.needs_mu_grad or need_mu_grad:
-            muv, dmu, _ = derivatives(mu, x, dims, None, engine=self.engine,
-                                      create_graph=create_graph)
-        else:
-            with torch.enable_grad() if create_graph else torch.no_grad():
-                muv, dmu = mu(x), None
-        if self.detach:
-            uv, du = uv.detach(), du.detach()
-            d2u = d2u.detach() if d2u is not None else None
+        dims, uv, du, d2u, muv, dmu = self.evaluate_fields(
+            x, u, mu, create_graph=create_graph, need_mu_grad=need_mu_grad, fields=fields)
         n_c = self.n_components
         axes = self._axes(self.components, dims, n_c)
         out = []
@@ -310,11 +293,9 @@ class JointEquation(WaveEquation):
             sl = slice(k * n_c, (k + 1) * n_c)
             gk, dgk = self.modulus_at(k, muv, dmu)
             d2 = d2u[:, sl] if d2u is not None else None
-            trac = base.traction(uv[:, sl], du[:, sl], d2, gk,
-                                 dgk if base.needs_mu_grad else None, axes)
+            trac = self.base.traction(uv[:, sl], du[:, sl], d2, gk,
+                                      dgk if self.base.needs_mu_grad else None, axes)
             out.append(trac + rb * uv[:, sl])
-        if fields is not None:
-            fields.update(u=u_value, du=du, d2u=d2u, mu=muv, dmu=dmu)
         return torch.cat(out, dim=1)
 
     def normalized(self, x: torch.Tensor, u: Any, mu: Any, **kwargs: Any) -> torch.Tensor:

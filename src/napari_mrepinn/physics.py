@@ -174,6 +174,27 @@ class WaveEquation:
         Tensor, (N, C)
             Residual in ``Pa · [u] / m²``.
         """
+        dims, uv, du, d2u, muv, dmu = self.evaluate_fields(
+            x, u, mu, create_graph=create_graph, need_mu_grad=need_mu_grad, fields=fields)
+        if components is None:
+            components = getattr(u, "components", None)
+        trac = self.traction(uv, du, d2u, muv, dmu, self._axes(components, dims, uv.shape[1]))
+        return trac + self.body(uv)
+
+    def evaluate_fields(
+        self,
+        x: torch.Tensor,
+        u: Field,
+        mu: Field,
+        *,
+        create_graph: bool | None = None,
+        need_mu_grad: bool = False,
+        fields: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor,
+               torch.Tensor | None]:
+        """The wave and modulus with the derivatives the equation needs (arguments as for
+        :meth:`__call__`): ``(dims, u, du, d2u, mu, dmu)``, the wave's detached when the
+        equation detaches it; ``fields`` is filled as :meth:`__call__` documents."""
         if create_graph is None:
             create_graph = torch.is_grad_enabled()
         dims = self.derivative_dims(x.shape[1])
@@ -196,12 +217,9 @@ class WaveEquation:
         if self.detach:
             uv, du = uv.detach(), du.detach()
             d2u = d2u.detach() if d2u is not None else None
-        if components is None:
-            components = getattr(u, "components", None)
-        trac = self.traction(uv, du, d2u, muv, dmu, self._axes(components, dims, uv.shape[1]))
         if fields is not None:
             fields.update(u=u_value, du=du, d2u=d2u, mu=muv, dmu=dmu)
-        return trac + self.body(uv)
+        return dims, uv, du, d2u, muv, dmu
 
     def normalized(
         self, x: torch.Tensor, u: Field, mu: Field, **kwargs: Any

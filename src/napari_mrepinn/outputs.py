@@ -224,11 +224,7 @@ def _fsync_path(path: Path) -> None:
 def _fsync_dir(folder: Path) -> None:
     # makes the rename itself durable; not possible (nor needed) on Windows
     with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_path(folder)
 
 
 def _new_partial(target: Path) -> Path:

@@ -23,6 +23,7 @@ import numpy as np
 
 from napari_mrepinn import recipe, simulate
 from napari_mrepinn.metrics import evaluate
+from napari_mrepinn.outputs import write_text
 
 
 def peak_rss_mb() -> float:
@@ -67,5 +68,4 @@ if __name__ == "__main__":  # pragma: no cover - a benchmark run, not a test
     rep = main(tuple(int(v) for v in a.shape.split(",")))
     print(json.dumps(rep, indent=1))
     if a.out:
-        with open(a.out, "w") as fh:
-            json.dump(rep, fh, indent=1)
+        write_text(a.out, json.dumps(rep, indent=1))

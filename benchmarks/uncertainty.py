@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.family import NOISE_LEVELS, _noisy, build_case, make_family
 
+from napari_mrepinn.outputs import atomic_open
 from napari_mrepinn.uncertainty import COVERAGE, fit_ensemble
 
 
@@ -49,10 +50,12 @@ def run(out: Path, kinds=("2d",), levels=("30 dB", "20 dB"), members: int = 3,
                         + (case.kind == "3d"))
             res = fit_ensemble(ex, members=members, workers=1, progress=False)
             mask = np.asarray(ex.ds["mre_mask"].values) > 0
-            np.savez_compressed(
-                path, mu=np.asarray(res.ds["mu_pred"].values)[mask],
-                spread=np.asarray(res.ds["mu_spread"].values)[mask],
-                true=np.asarray(ex.ds["mre"].values)[mask], split=case.split)
+            # whole or not at all: a stopped run must not leave a file the rerun would skip
+            with atomic_open(path, "wb") as fh:
+                np.savez_compressed(
+                    fh, mu=np.asarray(res.ds["mu_pred"].values)[mask],
+                    spread=np.asarray(res.ds["mu_spread"].values)[mask],
+                    true=np.asarray(ex.ds["mre"].values)[mask], split=case.split)
             print(f"{path.name} done", flush=True)
 
 

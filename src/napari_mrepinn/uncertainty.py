@@ -38,7 +38,7 @@ __all__ = ["CALIBRATION", "COVERAGE", "ensemble_maps", "fit_ensemble"]
 COVERAGE = 0.68
 #: mu_uncertainty = CALIBRATION · mu_spread: the 68 % quantile of |error| / spread over the
 #: voxels of the family's 8 tuning cases (2-D, 30 dB, 3 members). On the 4 held-out cases
-#: it covers 66-71 % of the voxels of three and 36 % of the one where the fit fails
+#: it covers 67-72 % of the voxels of three and 36 % of the one where the fit fails
 #: (2d-02: every member agrees on a wrong map). benchmarks/uncertainty.py, docs/benchmarks.md
 CALIBRATION = 1.71
 

@@ -178,6 +178,13 @@ def test_fit_of_several_frequencies_is_one_joint_model():
         np.testing.assert_allclose(out.ds["mu_pred_f"].sel(frequency=f).values,
                                    multifreq.springpot_modulus(mu, f, 60.0), rtol=1e-6)
     np.testing.assert_allclose(out.ds["mu_alpha"].values, 2 * np.angle(mu) / np.pi)
+    # the ROI table says at which frequency the joint map holds; MDEV compounds them all
+    from napari_mrepinn.stats import roi_statistics
+
+    table = roi_statistics(out, np.ones(mu.shape, int), methods=["pinn", "mdev"],
+                           readouts=["abs_modulus"])
+    assert set(table[table.method == "pinn"].frequency_hz) == {60.0}
+    assert table[table.method == "mdev"].frequency_hz.isna().all()
     settings = json.loads(out.ds.attrs["mrepinn_settings_json"])
     assert settings["frequencies_hz"] == FREQS
     assert settings["reference_frequency_hz"] == 60.0

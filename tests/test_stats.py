@@ -78,6 +78,8 @@ def test_roi_statistics_of_the_truth_per_region():
     assert mod.loc[2, "median"] == pytest.approx(abs(g2) / 1e3)
     assert mod.loc[2, "n"] == int((ex.mre_mask.values == 2).sum())
     assert mod.loc[2, "sd"] == pytest.approx(0.0, abs=1e-12)
+    # a single-frequency exam's maps are at its frequency
+    assert (mod.frequency_hz == ex.frequency).all()
     # the wave quality comes once, as its own method
     assert set(table.method) == {"truth", "wave"}
     assert set(table[table.method == "wave"].readout) == {"oss_snr"}

@@ -483,8 +483,10 @@ def readout_maps(
     -------
     xarray.Dataset
         Readout variables named as in :data:`READOUTS` (units in attrs, SI), plus
-        ``oss_snr``; ``attrs["method"]`` says whose. k-MDEV gives speed, stiffness and the
-        penetration readouts only (no ``G*``, so no moduli or phase angle).
+        ``oss_snr``; ``attrs["method"]`` says whose, ``attrs["frequency_hz"]`` at which
+        frequency (absent for a map compounded over several frequencies). k-MDEV gives
+        speed, stiffness and the penetration readouts only (no ``G*``, so no moduli or
+        phase angle).
     """
     ex = example_or_result
     if isinstance(ex, xr.Dataset):
@@ -519,4 +521,9 @@ def readout_maps(
             ds["pde_residual_abs"] = mag.rename("pde_residual_abs").assign_attrs(
                 units="1", long_name="|PDE residual| / (ρω² scale(u))")
     ds.attrs = {"method": method, "density": float(rho)}
+    # the maps are at one frequency when the example has one, or when the result says
+    # which (a joint fit's G* at its reference frequency); an MDEV / k-MDEV map
+    # compounded over several frequencies has none
+    if "frequency" in getattr(res, "attrs", {}) or len(ex.frequencies) == 1:
+        ds.attrs["frequency_hz"] = float(frequency)
     return ds

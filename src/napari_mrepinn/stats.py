@@ -191,7 +191,9 @@ def region_statistics(
     -------
     pandas.DataFrame
         One row per (readout, frequency, region) with the columns of :data:`STAT_COLUMNS`
-        (``frequency_hz`` is NaN for a frequency-independent map).
+        (``frequency_hz``: the map's frequency dim, else ``maps.attrs["frequency_hz"]`` --
+        a single-frequency fit's frequency, a joint fit's reference frequency -- else NaN,
+        for a map compounded over several frequencies).
     """
     import pandas as pd
 
@@ -237,8 +239,9 @@ def region_statistics(
         scale = 1.0
         if display and info is not None:
             scale, unit = info.display_scale, info.display_unit
+        at = float(maps.attrs.get("frequency_hz", np.nan))
         entries = ([(float(f), da.sel(frequency=f)) for f in da["frequency"].values]
-                   if "frequency" in da.dims else [(float("nan"), da)])
+                   if "frequency" in da.dims else [(at, da)])
         for freq, sub in entries:
             values = np.asarray(sub.transpose(*sdims).values, dtype=float) * scale
             for k in present:

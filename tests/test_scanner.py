@@ -7,7 +7,7 @@ import pydicom
 import pytest
 
 from napari_mrepinn import acquisition as aq
-from napari_mrepinn import scanner, simulate
+from napari_mrepinn import dicom_frames, scanner, simulate
 from napari_mrepinn.cli import main
 from napari_mrepinn.data import MREExample, MREInputError
 
@@ -151,6 +151,13 @@ def copy_exam(acq, tmp_path, **kw):
     return aq.write_dicom(acq, tmp_path, **kw)
 
 
+def dicom_error(paths) -> str:
+    """The one-line message refusing the z, y, x exam at ``paths`` (60 Hz)."""
+    with pytest.raises(MREInputError) as e:
+        scanner.load_dicom(paths, frequency=60, directions=["z", "y", "x"])
+    return one_line(e)
+
+
 def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.dat").write_text("not an image")
     with pytest.raises(MREInputError) as e:
@@ -176,9 +183,7 @@ def test_missing_slice(acq, tmp_path):
         if abs(float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2])
                - 5.0) < 1e-6:
             f.unlink()
-    with pytest.raises(MREInputError) as e:
-        scanner.load_dicom(paths, frequency=60, directions=["z", "y", "x"])
-    assert "1 slice(s) missing between positions 3 and 7 mm" in one_line(e)
+    assert "1 slice(s) missing between positions 3 and 7 mm" in dicom_error(paths)
 
 
 def test_missing_offset(acq, tmp_path):
@@ -187,17 +192,13 @@ def test_missing_offset(acq, tmp_path):
     pydicom_ds = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     # one phase image of one slice
     files[5].unlink()
-    with pytest.raises(MREInputError) as e:
-        scanner.load_dicom(paths, frequency=60, directions=["z", "y", "x"])
-    msg = one_line(e)
+    msg = dicom_error(paths)
     assert "phase image is missing" in msg and "series #11" in msg
     # a whole offset, every slice
     for f, ds in zip(files, pydicom_ds, strict=True):
         if ds.TemporalPositionIdentifier == 2 and f.exists():
             f.unlink()
-    with pytest.raises(MREInputError) as e:
-        scanner.load_dicom(paths, frequency=60, directions=["z", "y", "x"])
-    assert "phase offset(s) 2 missing" in one_line(e)
+    assert "phase offset(s) 2 missing" in dicom_error(paths)
 
 
 def test_unequal_slice_spacing(acq, tmp_path):
@@ -209,9 +210,7 @@ def test_unequal_slice_spacing(acq, tmp_path):
                 ds.ImagePositionPatient = [ds.ImagePositionPatient[0],
                                            ds.ImagePositionPatient[1], "7.6"]
                 ds.save_as(f, enforce_file_format=True)
-    with pytest.raises(MREInputError) as e:
-        scanner.load_dicom(paths, frequency=60, directions=["z", "y", "x"])
-    msg = one_line(e)
+    msg = dicom_error(paths)
     assert "unequal slice spacing" in msg and "--spacing" in msg
     # the user may impose a spacing
     ex = scanner.load_dicom(paths, frequency=60, directions=["z", "y", "x"],
@@ -242,9 +241,7 @@ def test_truncated_file(acq, tmp_path):
     paths = copy_exam(acq, tmp_path)
     f = sorted(paths[2].glob("*_ph_*.dcm"))[3]
     f.write_bytes(f.read_bytes()[:1200])
-    with pytest.raises(MREInputError) as e:
-        scanner.load_dicom(paths, frequency=60, directions=["z", "y", "x"])
-    msg = one_line(e)
+    msg = dicom_error(paths)
     assert f.name in msg and "truncated" in msg
 
 
@@ -308,7 +305,8 @@ def test_dicom_to_fit_matches_fitting_the_phantom(tmp_path):
 
 
 def test_reading_in_worker_processes_gives_the_same_example(exam, acq, monkeypatch):
-    monkeypatch.setattr(scanner, "_PARALLEL_MIN_FILES", 10)
+    # enough files to start the worker processes
+    monkeypatch.setattr(dicom_frames, "_PARALLEL_MIN_FILES", 10)
     one = scanner.load_dicom(exam, frequency=60, directions=["z", "y", "x"])
     two = scanner.load_dicom(exam, frequency=60, directions=["z", "y", "x"], workers=2)
     np.testing.assert_array_equal(one.wave.values, two.wave.values)
@@ -346,9 +344,9 @@ def test_ge_private_image_type_read_as_raw_bytes():
     # without a private dictionary (implicit VR) the value arrives as two raw bytes
     from pydicom.dataelem import DataElement
 
-    assert scanner._ge_kind(DataElement((0x0043, 0x102F), "UN", b"\x01\x00")) == "P"
-    assert scanner._ge_kind(DataElement((0x0043, 0x102F), "SS", 3)) == "I"
-    assert scanner._ge_kind(None) == ""
+    assert dicom_frames._ge_kind(DataElement((0x0043, 0x102F), "UN", b"\x01\x00")) == "P"
+    assert dicom_frames._ge_kind(DataElement((0x0043, 0x102F), "SS", 3)) == "I"
+    assert dicom_frames._ge_kind(None) == ""
 
 
 # ---------------------------------------------------------------------- the reader registry

@@ -213,6 +213,18 @@ def _stored_magnitude(mag: np.ndarray, top: float, bits: int) -> np.ndarray:
     return np.clip(v, 0, 2**bits - 1).astype(np.uint16)
 
 
+def _stored(acq: Acquisition, folder: str | os.PathLike, rescale: str | tuple[float, float],
+            bits: int) -> tuple[Path, float, float, np.ndarray, np.ndarray, float]:
+    """What both writers store: ``folder`` (created), the phase rescale (slope, intercept),
+    the stored phase and magnitude (uint16, as ``acq.phase``) and the largest magnitude."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    slope, intercept = _rescale(rescale)
+    top = float(acq.magnitude.max()) or 1.0
+    return (folder, slope, intercept, _stored_phase(acq.phase, bits),
+            _stored_magnitude(acq.magnitude, top, bits), top)
+
+
 def _rescale(rescale: str | tuple[float, float]) -> tuple[float, float]:
     if rescale == "plain":
         return 1.0, 0.0
@@ -310,14 +322,9 @@ def write_dicom(
     if temporal not in ("position", "trigger", "instance"):
         raise MREInputError(f"temporal must be 'position', 'trigger' or 'instance', "
                             f"not {temporal!r}.")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    slope, intercept = _rescale(rescale)
+    folder, slope, intercept, stored, mstored, top = _stored(acq, folder, rescale, bits_stored)
     row, col, normal = _orientation(orientation)
     nf, nd = acq.phase.shape[:2]
-    stored = _stored_phase(acq.phase, bits_stored)
-    top = float(acq.magnitude.max()) or 1.0
-    mstored = _stored_magnitude(acq.magnitude, top, bits_stored)
     from pydicom.uid import generate_uid
 
     study_uid, frame_uid = generate_uid(), generate_uid()
@@ -570,10 +577,8 @@ def write_nifti(
 
     Parameters
     ----------
-    acq : Acquisition
-        From :func:`acquire`.
-    folder : str or PathLike
-        Target folder (created).
+    acq, folder
+        As in :func:`write_dicom`: from :func:`acquire`; the target folder (created).
     five_d : bool
         One file per frequency holding all directions (5-D).
     magnitude : bool
@@ -592,13 +597,8 @@ def write_nifti(
     """
     import nibabel as nib
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    slope, intercept = _rescale(rescale)
+    folder, slope, intercept, stored, mstored, _ = _stored(acq, folder, rescale, bits_stored)
     nf, nd = acq.phase.shape[:2]
-    stored = _stored_phase(acq.phase, bits_stored)
-    top = float(acq.magnitude.max()) or 1.0
-    mstored = _stored_magnitude(acq.magnitude, top, bits_stored)
     sp_mm = np.asarray(acq.spacing) * 1e3
     affine = np.eye(4)
     affine[:3, :3] = np.diag(sp_mm)

@@ -106,7 +106,7 @@ def load_roi(path: str | os.PathLike, example: MREExample | None = None) -> np.n
         raise MREInputError(f"{p}: no such ROI file (give a .nii, .nii.gz or .nc label map).")
     name = p.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        from .io import _read_nifti
+        from .io_nifti import _read_nifti
 
         data, _ = _read_nifti(p)
         labels: Any = np.asarray(data)

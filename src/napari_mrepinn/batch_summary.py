@@ -39,7 +39,10 @@ def _stored(path: Path, ikey: str) -> dict[str, dict]:
         return {}
     import xarray as xr
 
+    from .hdf5_check import check_hdf5
+
     try:
+        check_hdf5(path)  # a damaged result that would hang libhdf5 is redone too
         with xr.open_dataset(path, engine="h5netcdf") as ds:
             info = json.loads(ds.attrs.get(ATTR, "{}"))
     except Exception:  # an unreadable result is redone

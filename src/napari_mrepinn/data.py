@@ -829,6 +829,9 @@ def _read_netcdf(path: Path) -> xr.Dataset:
     """
     import h5py
 
+    from .hdf5_check import check_hdf5
+
+    check_hdf5(path)  # damage that would hang libhdf5 is one clear error instead
     try:
         with h5py.File(path, "r") as h5:
             # read every object header and attribute now, so damaged metadata fails here

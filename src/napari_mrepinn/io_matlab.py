@@ -452,6 +452,9 @@ def _read_mat73(path: Path) -> dict[str, Any]:
                 return data.ravel()[0] if data.ndim else data
         return data
 
+    from .hdf5_check import check_hdf5
+
+    check_hdf5(path)  # damage that would hang libhdf5 is one clear error instead
     try:
         with h5py.File(str(path), "r") as f:
             return {k: convert(v) for k, v in f.items() if not k.startswith("#")}

@@ -916,6 +916,18 @@ def _spacing(values: np.ndarray, dim: str, where: str = "") -> float:
     return float(d.mean())
 
 
+#: the axes a file stores after the spatial ones, in this order (readers take the last axis
+#: for the frequency)
+_FILE_TRAILING_DIMS = ("component", "sequence", "frequency")
+
+
+def _in_file_order(var: xr.DataArray, spatial: Sequence[str]) -> np.ndarray:
+    """The values of ``var`` with its axes as files store them: the spatial ones in the
+    format's order (``spatial``), then component, sequence and frequency."""
+    order = [d for d in (*spatial, *_FILE_TRAILING_DIMS) if d in var.dims]
+    return np.asarray(var.transpose(*order).values)
+
+
 def _canonical(ds: xr.Dataset) -> xr.Dataset:
     """Variables in the canonical dim order (unknown dims keep their place at the end)."""
     out = ds.copy()

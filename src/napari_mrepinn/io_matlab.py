@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .data import MREExample, MREInputError, MREMissingFrequency, _per_axis, _reason
+from .data import (
+    MREExample,
+    MREInputError,
+    MREMissingFrequency,
+    _in_file_order,
+    _per_axis,
+    _reason,
+)
 
 __all__ = ["save_mat"]
 
@@ -58,8 +65,7 @@ def save_mat(example: MREExample, path: str | os.PathLike, *, version: str = "5"
     check_writable(path, need_bytes=int(example.ds.nbytes))
 
     def mat_order(var: xr.DataArray) -> np.ndarray:
-        order = [d for d in ("y", "x", "z", "component", "sequence", "frequency") if d in var.dims]
-        return np.asarray(var.transpose(*order).values)
+        return _in_file_order(var, ("y", "x", "z"))  # MATLAB rows are y
 
     sp = example.spacing
     info: dict[str, Any] = {

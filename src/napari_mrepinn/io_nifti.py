@@ -24,6 +24,7 @@ from .data import (
     MREExample,
     MREInputError,
     MREMissingFrequency,
+    _in_file_order,
     _per_axis,
     _reason,
     parse_frequencies,
@@ -118,9 +119,7 @@ def save_nifti_folder(
         return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
 
     def nifti_order(var: xr.DataArray) -> np.ndarray:
-        # spatial axes first (NIfTI i, j, k), then component, then frequency
-        order = [d for d in (*SPATIAL_DIMS, "component", "sequence", "frequency") if d in var.dims]
-        values = var.transpose(*order).values
+        values = _in_file_order(var, SPATIAL_DIMS)  # NIfTI i, j, k are x, y, z
         if len(sdims) == 2 and "component" in var.dims:
             values = np.expand_dims(values, 2)  # (x, y, 1, component...): axis 4 is the vector
         return values

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_mrepinn import baselines, batch, simulate
+from napari_mrepinn import baselines, batch, batch_cluster, batch_summary, simulate
 from napari_mrepinn.config import TrainingConfig
 from napari_mrepinn.data import MREExample, MREInputError
 from napari_mrepinn.metrics import evaluate
@@ -269,9 +269,9 @@ def test_a_failed_write_leaves_the_old_result_and_no_temporary(tmp_path):
 
     # the one output discipline: an I/O failure is one clear MREOutputError line
     with pytest.raises(MREOutputError, match="disk full"):
-        batch._atomic_write(target, half_written)
+        batch_summary._atomic_write(target, half_written)
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
-    batch._atomic_write(target, lambda tmp: tmp.write_text("new"))
+    batch_summary._atomic_write(target, lambda tmp: tmp.write_text("new"))
     assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]
 
 
@@ -379,7 +379,7 @@ def test_bad_arguments_fail_before_any_work(tmp_path, cohort, monkeypatch):
     (tmp_path / "file").write_text("")
     with pytest.raises(MREInputError, match="is a file"):
         batch.run_batch(cohort, tmp_path / "file", methods=["ahi"])
-    monkeypatch.setattr(batch, "CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr(batch_cluster, "CONNECT_TIMEOUT", "1s")
     with pytest.raises(MREInputError, match="cannot reach the Dask scheduler"):
         batch.run_batch(cohort / "cyl0.nc", tmp_path / "r", methods=["ahi"],
                         scheduler="tcp://127.0.0.1:9", progress=False)

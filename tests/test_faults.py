@@ -172,6 +172,50 @@ def test_damaged_netcdf_leaves_no_exception_ignored(tmp_path, monkeypatch):
     bad.unlink()
 
 
+@pytest.mark.parametrize("suffix", [".nc", ".mat"])
+def test_damaged_global_heap_is_one_clear_error_not_a_hang(tmp_path, suffix):
+    """libhdf5 loops forever on a global heap object of index 0 and size 0 (here: the
+    header of the first object zeroed, as a zeroed disk block does). The load runs in a
+    child process so that a hang fails this test instead of stopping the test run."""
+    import subprocess
+
+    import napari_mrepinn
+
+    ex = MREExample.from_numpy(_wave(), 60.0, 1e-3, mre_mask=np.ones((10, 8), int))
+    good = tmp_path / f"good{suffix}"
+    if suffix == ".nc":
+        ex.save(good)
+    else:
+        import h5py
+
+        io.save_mat(ex, good, version="7.3")
+        with h5py.File(good, "r+") as f:  # MATLAB lists a struct's fields, as vlen text
+            names = [np.frombuffer(n.encode(), "S1") for n in f["info"]]
+            f["info"].attrs.create("MATLAB_fields", names, dtype=h5py.vlen_dtype("S1"))
+    data = bytearray(good.read_bytes())
+    heap = data.find(b"GCOL")  # netCDF-4 dimension lists, MATLAB's info struct names
+    assert heap > 0, "the file has no global heap: the test would test nothing"
+    data[heap + 16 : heap + 32] = bytes(16)  # the first object's index, count and size
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(bytes(data))
+    code = (
+        "import sys; from napari_mrepinn.io import load_example\n"
+        "try:\n    load_example(sys.argv[1])\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    src = str(Path(napari_mrepinn.__file__).parents[1])
+    try:
+        run = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True,
+                             text=True, timeout=60, env={"PYTHONPATH": src,
+                                                          "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"reading a {suffix} file with a damaged global heap hung")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("MREInputError"), run.stdout
+    assert f"bad{suffix}: a damaged HDF5 file (global heap at byte {heap}" in run.stdout
+    assert "copy it again" in run.stdout
+
+
 # ---------------------------------------------------------------------- units
 def test_spacing_in_mm_warns_and_metres_do_not():
     with warnings.catch_warnings():

@@ -829,6 +829,9 @@ def _read_netcdf(path: Path) -> xr.Dataset:
     """
     import h5py
 
+    from .hdf5_check import check_hdf5
+
+    check_hdf5(path)  # damage that would hang libhdf5 is one clear error instead
     try:
         with h5py.File(path, "r") as h5:
             # read every object header and attribute now, so damaged metadata fails here
@@ -911,6 +914,18 @@ def _spacing(values: np.ndarray, dim: str, where: str = "") -> float:
     if np.ptp(d) > 1e-3 * abs(d.mean()):
         raise MREInputError(f"{where}coordinate '{dim}' is not evenly spaced.")
     return float(d.mean())
+
+
+#: the axes a file stores after the spatial ones, in this order (readers take the last axis
+#: for the frequency)
+_FILE_TRAILING_DIMS = ("component", "sequence", "frequency")
+
+
+def _in_file_order(var: xr.DataArray, spatial: Sequence[str]) -> np.ndarray:
+    """The values of ``var`` with its axes as files store them: the spatial ones in the
+    format's order (``spatial``), then component, sequence and frequency."""
+    order = [d for d in (*spatial, *_FILE_TRAILING_DIMS) if d in var.dims]
+    return np.asarray(var.transpose(*order).values)
 
 
 def _canonical(ds: xr.Dataset) -> xr.Dataset:

@@ -106,12 +106,15 @@ def load_roi(path: str | os.PathLike, example: MREExample | None = None) -> np.n
         raise MREInputError(f"{p}: no such ROI file (give a .nii, .nii.gz or .nc label map).")
     name = p.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        from .io import _read_nifti
+        from .io_nifti import _read_nifti
 
         data, _ = _read_nifti(p)
         labels: Any = np.asarray(data)
     elif name.endswith(".nc"):
+        from .hdf5_check import check_hdf5
+
         try:
+            check_hdf5(p)  # damage that would hang libhdf5 is one clear error instead
             with xr.open_dataset(p, engine="h5netcdf") as ds:
                 if "mre_mask" in ds:
                     labels = ds["mre_mask"].load()

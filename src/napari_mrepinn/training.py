@@ -16,9 +16,10 @@ Losses are dimensionless, so one set of default weights works at any data scale:
 The terms are listed once, in :data:`napari_mrepinn.config.LOSS_TERMS`; their weights are
 ``config.loss_weights`` (:class:`~napari_mrepinn.config.LossWeights`). The PDE weight
 follows a schedule (0 during the warm-up, then ``pde_init_weight · pde_step_factor^k`` every
-``pde_step_iters`` iterations up to the PDE weight). By default (the published setting,
-the equation's ``detach=True``) the PDE loss trains only the modulus network and the wave
-loss only the wave network; with ``config.pde_trains_wave`` the PDE loss trains both.
+``pde_step_iters`` iterations up to the PDE weight). By default
+(``config.pde_trains_wave``) the PDE loss trains both networks; with it off (the published
+setting, the equation's ``detach=True``) it trains only the modulus network and the wave
+loss only the wave network.
 
 Every option comes from one :class:`~napari_mrepinn.config.TrainingConfig`; the recipe that
 builds and trains a model (:func:`~napari_mrepinn.recipe.fit`) lives in

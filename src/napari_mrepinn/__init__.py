@@ -63,6 +63,13 @@ _SUBMODULES = {
     "acquisition",
     "outputs",
     "forward3d",
+    "analytic",
+    "finite_differences",
+    "forward2d",
+    "liver_phantom",
+    "navier3d",
+    "phase_unwrap",
+    "wave_filters",
 }
 
 __all__ = [
@@ -77,6 +84,7 @@ __all__ = [
     "WaveEquation",
     "__version__",
     "acquisition",
+    "analytic",
     "baselines",
     "batch",
     "benchmark",
@@ -88,15 +96,20 @@ __all__ = [
     "derivatives",
     "dicom",
     "figures",
+    "finite_differences",
     "fit",
+    "forward2d",
     "forward3d",
     "io",
     "kmdev",
+    "liver_phantom",
     "metrics",
     "msae_loss",
+    "navier3d",
     "networks",
     "outputs",
     "phase_nifti",
+    "phase_unwrap",
     "physics",
     "preprocess",
     "readouts",
@@ -105,6 +118,7 @@ __all__ = [
     "simulate",
     "stats",
     "training",
+    "wave_filters",
 ]
 
 
@@ -124,6 +138,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
     from . import (
         acquisition,
+        analytic,
         baselines,
         batch,
         benchmark,
@@ -134,12 +149,17 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
         derivatives,
         dicom,
         figures,
+        finite_differences,
+        forward2d,
         io,
         kmdev,
+        liver_phantom,
         metrics,
+        navier3d,
         networks,
         outputs,
         phase_nifti,
+        phase_unwrap,
         physics,
         preprocess,
         readouts,
@@ -148,6 +168,7 @@ if TYPE_CHECKING:  # pragma: no cover - for static analysis and IDEs only
         simulate,
         stats,
         training,
+        wave_filters,
     )
     from .config import LossWeights, TrainingConfig
     from .data import MREExample, MREInputError

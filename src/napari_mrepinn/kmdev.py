@@ -51,8 +51,9 @@ import numpy as np
 import xarray as xr
 from scipy import fft as sp_fft
 
-from .baselines import _as_example, _check_choice, _complex, _smooth_np, _usable
+from .baselines import _as_example, _usable
 from .data import MREExample, MREInputError
+from .finite_differences import _check_choice, _complex, _smooth_np
 
 __all__ = ["KMDEV_OUTPUTS", "KMDEVOptions", "kmdev", "kmdev_filters"]
 

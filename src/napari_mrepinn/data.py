@@ -4,11 +4,16 @@ An :class:`MREExample` holds the complex wave field and, when known, the modulus
 the region mask and the anatomical images of one acquisition (or one phantom).
 Coordinates are voxel centres in metres, frequency is in Hz and the modulus in Pa.
 See ``CONTRIBUTING.md`` for the table of variables and their dims.
+
+This module holds the data model and what every other module imports from it (the error
+classes, the plausibility bounds, the message helpers). What an example does to the dataset
+it is given (normalising and checking it) lives in :mod:`napari_mrepinn.data_checks`, its
+NetCDF file (:meth:`MREExample.load`, :meth:`MREExample.save`) in
+:mod:`napari_mrepinn.netcdf`; both import this module, so it imports them inside its methods.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -114,8 +119,10 @@ class MREExample:
     """
 
     def __init__(self, ds: xr.Dataset, *, source: str | None = None) -> None:
+        from .data_checks import normalise_dataset
+
         self.source = source
-        self.ds = _mask_outside(_numeric_attrs(_canonical(ds), _where(source)))
+        self.ds = normalise_dataset(ds, source)
         self.validate()
         self._warn_implausible_geometry()
 
@@ -280,6 +287,8 @@ class MREExample:
             raise MREInputError(f"{path}: no such file.")
         if path.is_dir():
             raise MREInputError(f"{path}: is a folder; give a .nc file.")
+        from .netcdf import _read_netcdf
+
         return cls(_read_netcdf(path), source=str(path))
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
@@ -296,38 +305,9 @@ class MREExample:
         MREOutputError
             (an :class:`MREInputError`) if the file cannot be written.
         """
-        from .outputs import (
-            atomic_path,
-            check_writable,
-            in_memory_limit,
-            output_error,
-            write_bytes,
-        )
+        from .netcdf import _write_netcdf
 
-        path = Path(path)
-        encoded = _encode_complex(self.ds)
-        size = int(encoded.nbytes)
-        check_writable(path, need_bytes=size, overwrite=overwrite)
-        data = None
-        if size <= in_memory_limit():
-            # libhdf5 writes to memory and Python to the disk: a full disk is then a clean
-            # ENOSPC, never libhdf5's crash (it segfaults when a write fails under it)
-            try:
-                data = encoded.to_netcdf(engine="h5netcdf")
-            except MemoryError:
-                data = None
-            except OSError as exc:
-                raise output_error(path, exc) from None
-        if data is not None:
-            write_bytes(path, data, overwrite=overwrite)
-            return path
-        # too large to hold twice: libhdf5 writes the temporary file itself, after a free
-        # space check with room to spare (a disk filled by someone else meanwhile can still
-        # crash libhdf5, which no Python code can catch)
-        check_writable(path, need_bytes=int(1.1 * size) + (16 << 20), overwrite=overwrite)
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            encoded.to_netcdf(tmp, engine="h5netcdf")
-        return path
+        return _write_netcdf(self.ds, path, overwrite=overwrite)
 
     # ------------------------------------------------------------------ access
     def __getitem__(self, name: str) -> xr.DataArray:
@@ -560,118 +540,16 @@ class MREExample:
             )
 
     def _warn_implausible_geometry(self) -> None:
-        spacing = {d: s for d, s in self.spacing.items() if np.isfinite(s)}
-        lo, hi = PLAUSIBLE_SPACING_M
-        flo, fhi = PLAUSIBLE_FOV_M
-        fov = {d: n * spacing[d] for d, n in zip(self.spatial_dims, self.spatial_shape,
-                                                 strict=True) if d in spacing}
-        bad = [d for d, s in spacing.items() if not lo <= s <= hi]
-        bad += [d for d, f in fov.items() if not flo <= f <= fhi and d not in bad]
-        if bad:
-            sp = ", ".join(f"{d}={spacing[d]:g} m" for d in spacing)
-            fv = ", ".join(f"{d}={fov[d]:g} m" for d in fov)
-            warnings.warn(
-                f"{_where(self.source)}voxel spacing {sp} (field of view {fv}) is not "
-                "physically plausible for MR elastography; coordinates and spacing are in "
-                "metres (1 mm = 1e-3). A slip of units scales the modulus by its square.",
-                MREPlausibilityWarning,
-                stacklevel=_caller_level(),
-            )
+        from .data_checks import warn_implausible_geometry
+
+        warn_implausible_geometry(self)
 
     def validate(self) -> None:
-        """Check the example; raise :class:`MREInputError` naming what is wrong."""
-        w = _where(self.source)
-        ds = self.ds
-        if "wave" not in ds:
-            found = ", ".join(ds.data_vars) or "nothing"
-            raise MREInputError(
-                f"{w}no 'wave' variable (found: {found}); an MRE example needs the complex "
-                "displacement field named 'wave'."
-            )
-        wave = ds["wave"]
-        if not np.issubdtype(wave.dtype, np.number) or np.issubdtype(wave.dtype, np.integer):
-            raise MREInputError(
-                f"{w}'wave' has dtype {wave.dtype}; it must be a complex (or float) "
-                "displacement field, not text or an integer label image."
-            )
-        if np.issubdtype(wave.dtype, np.bool_):
-            raise MREInputError(f"{w}'wave' is boolean; expected complex displacement.")
-        sdims = [d for d in SPATIAL_DIMS if d in wave.dims]
-        if sdims[:2] != ["x", "y"]:
-            raise MREInputError(
-                f"{w}'wave' has dims {wave.dims}; it needs spatial dims 'x' and 'y' "
-                "(and optionally 'z')."
-            )
-        extra = set(wave.dims) - set(_DIM_ORDER)
-        if extra:
-            raise MREInputError(f"{w}'wave' has unknown dims {sorted(extra)}.")
-        for d in sdims:
-            if d not in ds.coords:
-                raise MREInputError(
-                    f"{w}no coordinate for '{d}': the voxel spacing is missing; give "
-                    "coordinates in metres (or spacing= in from_numpy)."
-                )
-            _spacing(ds[d].values, d, w)
-        if "frequency" in wave.dims:
-            try:
-                f = np.asarray(ds["frequency"].values, dtype=float)
-            except (TypeError, ValueError):
-                raise MREInputError(
-                    f"{w}the 'frequency' coordinate is not numeric "
-                    f"({ds['frequency'].values.tolist()!r}); it must be Hz."
-                ) from None
-        elif "frequency" in ds.attrs:
-            f = np.atleast_1d(np.asarray(ds.attrs["frequency"], dtype=float))
-            if f.size > 1:
-                raise MREInputError(
-                    f"{w}the frequency attribute holds {f.size} values but the wave has no "
-                    "'frequency' axis; give one frequency (Hz) per wave."
-                )
-        else:
-            raise MREMissingFrequency(
-                f"{w}the vibration frequency is missing; set ds.attrs['frequency'] in Hz "
-                "(or pass frequency= / --frequency)."
-            )
-        if f.size == 0 or not np.all(np.isfinite(f)) or np.any(f <= 0):
-            raise MREInputError(f"{w}frequency must be positive Hz, got {f.tolist()}.")
-        if not np.all(np.isfinite(wave.values)):
-            # NaN outside a valid mask was set to 0 on construction (_mask_outside)
-            n = int(np.sum(~np.isfinite(wave.values)))
-            if "mre_mask" in ds:
-                raise MREInputError(
-                    f"{w}'wave' has {n} NaN or infinite voxels inside the mask; fill them "
-                    "(e.g. interpolate) or leave them out of 'mre_mask'."
-                )
-            raise MREInputError(
-                f"{w}'wave' has {n} NaN or infinite voxels; fill them or give a mask "
-                "('mre_mask') that leaves them out."
-            )
-        density = float(ds.attrs.get("density", DEFAULT_DENSITY))
-        if not np.isfinite(density) or density <= 0:
-            raise MREInputError(f"{w}density must be positive kg/m³, got {density!r}.")
-        for name in ("mre", "mre_mask", "anat"):
-            if name not in ds:
-                continue
-            var = ds[name]
-            for d in sdims:
-                if d not in var.dims or var.sizes[d] != wave.sizes[d]:
-                    raise MREInputError(
-                        f"{w}'{name}' has shape {dict(var.sizes)} but 'wave' has "
-                        f"{ {d: wave.sizes[d] for d in sdims} }; they must share the grid."
-                    )
-        if "mre_mask" in ds:
-            m = ds["mre_mask"]
-            if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.bool_)):
-                vals = np.asarray(m.values)
-                if not np.all(np.isfinite(vals)) or not np.all(vals == np.round(vals)):
-                    raise MREInputError(
-                        f"{w}'mre_mask' must hold integer region labels (0 = outside)."
-                    )
-            if not np.any(m.values > 0):
-                raise MREInputError(
-                    f"{w}'mre_mask' is empty (no voxel > 0); draw the region of interest "
-                    "or drop the mask to use the whole grid."
-                )
+        """Check the example; raise :class:`MREInputError` naming what is wrong (the checks
+        are :func:`napari_mrepinn.data_checks.validate_dataset`)."""
+        from .data_checks import validate_dataset
+
+        validate_dataset(self.ds, self.source)
 
 
 # ---------------------------------------------------------------------- plausibility
@@ -743,112 +621,6 @@ def _per_axis(value: Any, n: int, name: str, what: str) -> np.ndarray:
         ) from None
 
 
-def _attr_number(value: Any, key: str, where: str) -> float | np.ndarray:
-    """A numeric attribute read from a file: numbers pass, numeric text is parsed, other
-    text is one clear error (NetCDF attributes written by other tools are often text)."""
-    if isinstance(value, bytes | np.bytes_):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str | np.str_):
-        text = str(value).strip()
-        for unit in ("hz", "kg/m3", "kg/m³", "kg m-3"):
-            if text.lower().endswith(unit):
-                text = text[: -len(unit)].strip()
-        try:
-            return float(text)
-        except ValueError:
-            raise MREInputError(
-                f"{where}the '{key}' attribute is the text {str(value)!r}; it must be a "
-                f"number ({'Hz' if key == 'frequency' else 'kg/m³'})."
-            ) from None
-    try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise MREInputError(
-            f"{where}the '{key}' attribute is {value!r}; it must be a number."
-        ) from None
-    return float(arr) if arr.ndim == 0 else arr
-
-
-def _numeric_attrs(ds: xr.Dataset, where: str) -> xr.Dataset:
-    """``frequency`` and ``density`` attributes as numbers (parsed from text if needed)."""
-    keys = [k for k in ("frequency", "density") if k in ds.attrs]
-    if not keys:
-        return ds
-    attrs = dict(ds.attrs)
-    for key in keys:
-        value = _attr_number(attrs[key], key, where)
-        if isinstance(value, np.ndarray) and value.size == 1:
-            value = float(value.ravel()[0])
-        attrs[key] = value
-    if all(attrs[k] is ds.attrs[k] for k in keys):
-        return ds
-    out = ds.copy()
-    out.attrs = attrs
-    return out
-
-
-def _mask_outside(ds: xr.Dataset) -> xr.Dataset:
-    """Set NaN/inf wave voxels outside a valid ``mre_mask`` to 0.
-
-    Scanner exports often carry NaN where there is no tissue; outside the region of
-    interest they are masked already, and a 0 there keeps every stencil finite. Inside the
-    mask they stay, for :meth:`MREExample.validate` to refuse. The number filled is kept in
-    ``wave.attrs["n_nonfinite_outside_mask"]``.
-    """
-    if "wave" not in ds or "mre_mask" not in ds:
-        return ds
-    wave, mask = ds["wave"], ds["mre_mask"]
-    if not np.issubdtype(wave.dtype, np.inexact):
-        return ds
-    values = wave.values
-    bad = ~np.isfinite(values)
-    if not bad.any():
-        return ds
-    if (
-        not set(mask.dims) <= set(wave.dims)
-        or any(mask.sizes[d] != wave.sizes[d] for d in mask.dims)
-        or not np.all(np.isfinite(np.asarray(mask.values, dtype=float)))
-    ):
-        return ds  # not a usable mask: validate() reports the NaN (and the mask)
-    outside = ~(mask > 0).broadcast_like(wave).transpose(*wave.dims).values
-    fill = bad & outside
-    if not fill.any():
-        return ds
-    out = ds.copy()
-    out["wave"] = wave.copy(data=np.where(fill, 0, values))
-    out["wave"].attrs["n_nonfinite_outside_mask"] = int(fill.sum())
-    return out
-
-
-def _read_netcdf(path: Path) -> xr.Dataset:
-    """The decoded dataset of a NetCDF-4/HDF5 file, or one :class:`MREInputError`.
-
-    We open the HDF5 file ourselves and close it in every case: when h5netcdf fails
-    half-way through opening a damaged file it leaves its handle to the garbage collector,
-    whose clean-up then prints an "Exception ignored" traceback after our message.
-    """
-    import h5py
-
-    from .hdf5_check import check_hdf5
-
-    check_hdf5(path)  # damage that would hang libhdf5 is one clear error instead
-    try:
-        with h5py.File(path, "r") as h5:
-            # read every object header and attribute now, so damaged metadata fails here
-            _ = dict(h5.attrs)
-            h5.visititems(lambda _name, obj: dict(obj.attrs) and None)
-            with _QuietH5NetCDF(h5, "r") as nc:
-                ds = xr.open_dataset(xr.backends.H5NetCDFStore(nc)).load()
-        return _decode_complex(ds)
-    except MemoryError:
-        raise MREInputError(_too_large(path)) from None
-    except Exception as exc:  # any parse failure is a corrupt file to the user
-        raise MREInputError(
-            f"{path}: not a readable NetCDF/HDF5 file ({_reason(exc)}). "
-            "Is it truncated or of another format?"
-        ) from None
-
-
 def _reason(exc: BaseException, limit: int = 200) -> str:
     """A library's exception as a short single-line reason for an :class:`MREInputError`."""
     text = " ".join(str(exc).split())
@@ -871,32 +643,6 @@ def _too_large(path: Path) -> str:
         "downsample it first, or use a machine with more memory. (A small file that asks "
         "for this much has a damaged header.)"
     )
-
-
-class _QuietH5NetCDF:
-    """``h5netcdf.File`` on an open ``h5py.File``, whose failed construction stays quiet.
-
-    h5netcdf's ``__del__`` calls ``close()``, which reads attributes a half-built object
-    does not have; the resulting AttributeError is printed as "Exception ignored".
-    """
-
-    _cls = None
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls._cls is None:
-            import h5netcdf
-
-            class File(h5netcdf.File):
-                def close(self) -> None:
-                    try:
-                        super().close()
-                    except AttributeError:
-                        self._closed = True  # never finished opening: nothing to flush
-
-                __del__ = close
-
-            cls._cls = File
-        return cls._cls(*args, **kwargs)
 
 
 def _spacing(values: np.ndarray, dim: str, where: str = "") -> float:
@@ -928,55 +674,25 @@ def _in_file_order(var: xr.DataArray, spatial: Sequence[str]) -> np.ndarray:
     return np.asarray(var.transpose(*order).values)
 
 
-def _canonical(ds: xr.Dataset) -> xr.Dataset:
-    """Variables in the canonical dim order (unknown dims keep their place at the end)."""
-    out = ds.copy()
-    for name, var in ds.data_vars.items():
-        order = [d for d in _DIM_ORDER if d in var.dims]
-        order += [d for d in var.dims if d not in order]
-        if tuple(order) != var.dims:
-            out[name] = var.transpose(*order)
-    if "mre_mask" in out and np.issubdtype(out["mre_mask"].dtype, np.floating):
-        vals = out["mre_mask"].values
-        if np.all(np.isfinite(vals)) and np.all(vals == np.round(vals)):
-            out["mre_mask"] = out["mre_mask"].astype(np.int32)
-    return out
+#: private helpers that moved out of this module, by the module that holds them now
+_MOVED = {
+    "_read_netcdf": "netcdf",
+    "_write_netcdf": "netcdf",
+    "_QuietH5NetCDF": "netcdf",
+    "_encode_complex": "netcdf",
+    "_decode_complex": "netcdf",
+    "_attr_value": "netcdf",
+    "_canonical": "data_checks",
+    "_numeric_attrs": "data_checks",
+    "_attr_number": "data_checks",
+    "_mask_outside": "data_checks",
+}
 
 
-def _encode_complex(ds: xr.Dataset) -> xr.Dataset:
-    out = xr.Dataset(coords={k: v for k, v in ds.coords.items()})
-    for name, var in ds.data_vars.items():
-        if np.iscomplexobj(var.values):
-            parts = np.stack([var.values.real, var.values.imag], axis=-1)
-            enc = xr.DataArray(parts, dims=(*var.dims, "part"), attrs=dict(var.attrs))
-            enc.attrs["complex"] = 1
-            out[name] = enc
-        elif var.dtype == bool:
-            out[name] = var.astype(np.int8)
-        else:
-            out[name] = var
-    if any(np.iscomplexobj(v.values) for v in ds.data_vars.values()):
-        out = out.assign_coords(part=["real", "imag"])
-    out.attrs = {k: _attr_value(k, v) for k, v in ds.attrs.items()}
-    return out
+def __getattr__(name: str) -> Any:
+    # the modules import this one, so they are looked up on first use (no import cycle)
+    if name in _MOVED:
+        import importlib
 
-
-def _attr_value(key: str, value: Any) -> Any:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, dict | list | tuple) and not key.endswith("_json"):
-        return json.dumps(value)
-    return value
-
-
-def _decode_complex(ds: xr.Dataset) -> xr.Dataset:
-    out = ds.copy()
-    for name, var in ds.data_vars.items():
-        if "part" in var.dims and int(var.attrs.get("complex", 0)) == 1:
-            c = var.sel(part="real") + 1j * var.sel(part="imag")
-            c = c.drop_vars("part", errors="ignore")
-            c.attrs = {k: v for k, v in var.attrs.items() if k != "complex"}
-            out[name] = c
-    if "part" in out.coords and not any("part" in v.dims for v in out.data_vars.values()):
-        out = out.drop_vars("part")
-    return out
+        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

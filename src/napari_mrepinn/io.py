@@ -14,7 +14,8 @@ naming the file and what is wrong.
 This module is the registry of input formats (:data:`READERS`) and the front of reading and
 writing; the formats live in :mod:`napari_mrepinn.io_nifti` (NIfTI folders),
 :mod:`napari_mrepinn.io_matlab` (MATLAB files) and :mod:`napari_mrepinn.scanner` (DICOM and
-raw phase NIfTI); NetCDF is :meth:`MREExample.load`'s, with the overrides applied here.
+raw phase NIfTI); NetCDF is :meth:`MREExample.load`'s (:mod:`napari_mrepinn.netcdf`), with the
+overrides applied here.
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ def _load_netcdf(
     if frequency is None and spacing is None and components is None:
         return MREExample.load(path)
     # overrides must be applied before validation, so read the dataset ourselves
-    from .data import _read_netcdf
+    from .netcdf import _read_netcdf
 
     ds = _apply_overrides(_read_netcdf(path), frequency, spacing, components, path)
     return MREExample(ds, source=str(path))

@@ -27,6 +27,10 @@ builds and trains a model (:func:`~napari_mrepinn.recipe.fit`) lives in
 
 A step whose loss or gradient is not finite is rejected: the model and optimizer go back to the
 last good state, the learning rate is halved and a warning is issued.
+
+The full-grid evaluation behind :meth:`MREPINNModel.test` and :meth:`MREPINNModel.results`
+(batched predictions, the ``pred``/``diff``/``true`` dataset) is in
+:mod:`napari_mrepinn.full_grid`.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from . import checkpoints
 from .callbacks import Callback, LRDecay, ProgressBar, Resampler
 from .config import LOSS_TERMS, TV_TERM, TrainingConfig, resolve_device
 from .data import MREExample, MREInputError
+from .full_grid import grid_comparison, grid_predictions, public_results
 from .networks import MREPINN
 from .physics import WaveEquation
 
@@ -566,36 +571,9 @@ class MREPINNModel:
     # .......................................................................... evaluation
     def _grid_eval(self, batch_size: int = 4096, progress: bool = False
                    ) -> dict[str, np.ndarray]:
-        """Predictions on the full grid in batches of ``batch_size`` points (memory stays
-        bounded by the batch, whatever the grid), as flat numpy arrays; a progress bar when
-        ``progress`` and the grid has more than one batch."""
-        net = self.net
-        parts: dict[str, list[np.ndarray]] = {"u": [], "mu": [], "a": [], "pde": []}
-        was_training = net.training
-        net.eval()
-        try:
-            starts = range(0, self.x_all.shape[0], batch_size)
-            if progress and len(starts) > 1:
-                from tqdm.auto import tqdm
-
-                starts = tqdm(starts, desc="full-grid evaluation", unit="batch", leave=False)
-            for s in starts:
-                x = self.x_all[s : s + batch_size]
-                with torch.no_grad():
-                    # the residual's own passes of the networks give the wave and modulus
-                    fields: dict[str, torch.Tensor] = {}
-                    r = self.pde.normalized(x, net.wave_field, net.mu_field,
-                                            create_graph=False, fields=fields)
-                    u = net.wave_from_std(fields["u"])
-                    mu = fields["mu"]
-                    if net.n_anat:
-                        parts["a"].append(net.mu_and_anat(x)[1].cpu().numpy())
-                parts["u"].append(u.cpu().numpy())
-                parts["mu"].append(mu.cpu().numpy())  # (N, n_moduli)
-                parts["pde"].append(r.cpu().numpy())
-        finally:
-            net.train(was_training)
-        return {k: np.concatenate(v, 0) for k, v in parts.items() if v}
+        """Predictions on the full grid in batches of ``batch_size`` points, as flat numpy
+        arrays (:func:`napari_mrepinn.full_grid.grid_predictions`)."""
+        return grid_predictions(self, batch_size, progress)
 
     def test(self, batch_size: int = 4096, progress: bool = False) -> xr.Dataset:
         """Evaluate on the full grid.
@@ -609,46 +587,9 @@ class MREPINNModel:
             when unknown; the PDE's ``true`` is 0).
         """
         ev = self._grid_eval(batch_size, progress)
-        ex = self.example
-        wave = ex["wave"]
-        shape = ex.spatial_shape
-        wdims = wave.dims
-        coords = {d: ex.ds[d] for d in wdims}
-        sdims = ex.spatial_dims
-        scoords = {d: ex.ds[d] for d in sdims}
-
-        def triple(pred: np.ndarray, true: np.ndarray | None, dims, crd) -> xr.DataArray:
-            if true is None:
-                true = np.full_like(pred, np.nan)
-            arr = np.stack([pred, true - pred, true])
-            return xr.DataArray(
-                arr, dims=("variable", *dims), coords={"variable": ["pred", "diff", "true"], **crd}
-            )
-
-        u_pred = ev["u"].reshape(wave.shape)
-        r_pred = ev["pde"].reshape(wave.shape)
         # the (first) modulus map; a free joint fit keeps one per frequency (mu_all)
         self._mu_all = ev["mu"]
-        mu_pred = ev["mu"][:, self.result_modulus].reshape(shape)
-        mre = np.asarray(ex["mre"].values) if "mre" in ex and ex["mre"].dims == sdims else None
-        ds = xr.Dataset(
-            {
-                "u": triple(u_pred, np.asarray(wave.values), wdims, coords),
-                "mu": triple(mu_pred, mre, sdims, scoords),
-                "pde": triple(r_pred, np.zeros_like(r_pred), wdims, coords),
-            }
-        )
-        ds["mu"].attrs["units"] = "Pa"
-        ds["pde"].attrs["units"] = "1"
-        if "mu_ahi" in ex and ex["mu_ahi"].dims == sdims:
-            ds["direct"] = triple(np.asarray(ex["mu_ahi"].values), mre, sdims, scoords)
-        if self.net.n_anat and "anat" in ex:
-            anat = ex["anat"]
-            a_pred = ev["a"].reshape(anat.shape)
-            ds["anat"] = triple(a_pred, np.asarray(anat.values, float), anat.dims,
-                                {d: ex.ds[d] for d in anat.dims if d in ex.ds.coords})
-        ds["mask"] = ex.mask
-        ds.attrs["iteration"] = int(self.iteration)
+        ds = grid_comparison(self, ev)
         self.last_results = ds
         return ds
 
@@ -659,21 +600,7 @@ class MREPINNModel:
         ``pde_residual`` (dimensionless, dims of ``wave``) and ``mu_ahi`` when the example has
         it.
         """
-        t = self.test(progress=progress)
-        out = xr.Dataset(
-            {
-                "wave_pred": t["u"].sel(variable="pred", drop=True),
-                "mu_pred": t["mu"].sel(variable="pred", drop=True),
-                "pde_residual": t["pde"].sel(variable="pred", drop=True),
-            }
-        )
-        out["wave_pred"].attrs["units"] = self.example["wave"].attrs.get("units", "")
-        out["mu_pred"].attrs["units"] = "Pa"
-        out["pde_residual"].attrs["units"] = "1"
-        if "mu_ahi" in self.example:
-            out["mu_ahi"] = self.example["mu_ahi"]
-        out.attrs["iteration"] = int(self.iteration)
-        return out
+        return public_results(self, self.test(progress=progress))
 
     def benchmark(self, n_iters: int = 100) -> dict[str, float]:
         """Seconds per iteration spent drawing points (``data``), evaluating the networks and

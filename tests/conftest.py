@@ -42,6 +42,41 @@ def make_plane_example(n: int = 20, scale: float = 1.0, noise: float = 0.0, freq
 def plane_example():
     """A small closed-form single-frequency example (see :func:`make_plane_example`)."""
     return make_plane_example(16)
+
+
+# ---------------------------------------------------------------------- torch fields
+def constant_field(value: complex):
+    """A field ``x -> value`` (one complex column per point), e.g. a homogeneous modulus for
+    :class:`~napari_mrepinn.physics.WaveEquation`; it depends on ``x`` (times 0) so that
+    derivatives through it exist."""
+
+    def mu(x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1), value, dtype=torch.complex128) + 0 * x[:, :1]
+
+    return mu
+
+
+# ---------------------------------------------------------------------- napari
+def add_example_layers(viewer, example) -> None:
+    """Add an example's layers the way the reader and the sample data do."""
+    from napari.layers import Layer
+
+    from napari_mrepinn import _layers
+
+    for data, kwargs, layer_type in _layers.example_to_layer_data(example):
+        viewer.add_layer(Layer.create(data, kwargs, layer_type))
+
+
+@pytest.fixture
+def errors(monkeypatch) -> list[str]:
+    """Messages passed to napari's show_error (the widgets look it up at call time)."""
+    import napari.utils.notifications as notifications
+
+    seen: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", lambda msg, *a, **k: seen.append(msg))
+    return seen
+
+
 #: fixtures that open a napari viewer or drive Qt: a test using one is a ``gui`` test
 GUI_FIXTURES = frozenset({"make_napari_viewer", "qtbot", "qapp", "viewer"})
 

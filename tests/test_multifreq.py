@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import constant_field
 from napari_mrepinn import multifreq, recipe
 from napari_mrepinn.config import TrainingConfig
 from napari_mrepinn.data import MREExample, MREInputError
@@ -40,24 +41,17 @@ def _stacked_plane_waves(g_ref: complex):
     return u
 
 
-def _const(value: complex):
-    def mu(x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0], 1), value, dtype=torch.complex128) + 0 * x[:, :1]
-
-    return mu
-
-
 @pytest.mark.parametrize("engine", ["fast", "reference"])
 def test_springpot_plane_waves_are_exact_solutions(engine):
     base = WaveEquation.from_name("hetero", omega=F_REF, rho=RHO, engine=engine)
     eq = multifreq.JointEquation(base, FREQS, F_REF, None)
     x = _points()
-    r = eq.normalized(x, _stacked_plane_waves(G_REF), _const(G_REF))
+    r = eq.normalized(x, _stacked_plane_waves(G_REF), constant_field(G_REF))
     assert r.shape == (48, len(FREQS))
     assert float(r.detach().abs().max()) < 1e-8
     # the same waves with a frequency-independent modulus (α ignored) do not solve it
     wrong = multifreq.JointEquation(base, FREQS, F_REF, None)
-    r2 = wrong.normalized(x, _stacked_plane_waves(abs(G_REF) + 0j), _const(G_REF))
+    r2 = wrong.normalized(x, _stacked_plane_waves(abs(G_REF) + 0j), constant_field(G_REF))
     assert float(r2[:, 0].detach().abs().median()) > 1e-2  # 40 Hz: the modulus is 6 % off
     assert float(r2[:, 1].detach().abs().max()) > 1e-3  # 60 Hz: the phase differs
 

@@ -20,15 +20,6 @@ def exam(tmp_path_factory):
     return folder, ph
 
 
-@pytest.fixture
-def errors(monkeypatch):
-    import napari.utils.notifications as notifications
-
-    seen = []
-    monkeypatch.setattr(notifications, "show_error", lambda msg, *a, **k: seen.append(msg))
-    return seen
-
-
 def test_prepare_dock_shows_the_steps_and_feeds_the_inversion(make_napari_viewer, exam, errors):
     folder, ph = exam
     viewer = make_napari_viewer()

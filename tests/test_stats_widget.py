@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_mrepinn import _layers, simulate
+from conftest import add_example_layers
+from napari_mrepinn import simulate
 from napari_mrepinn._stats_widget import StatsWidget, labels_on_grid
 from napari_mrepinn._widget import InversionWidget
 from napari_mrepinn.data import MREExample, MREInputError
@@ -17,22 +18,6 @@ PLUGIN = "napari-mrepinn"
 @pytest.fixture(scope="module")
 def phantom() -> MREExample:
     return simulate.cylinder(shape=(32, 24), radius=6e-3, seed=0)
-
-
-@pytest.fixture
-def errors(monkeypatch) -> list[str]:
-    import napari.utils.notifications as notifications
-
-    seen: list[str] = []
-    monkeypatch.setattr(notifications, "show_error", lambda msg, *a, **k: seen.append(msg))
-    return seen
-
-
-def _add_example(viewer, example: MREExample) -> None:
-    from napari.layers import Layer
-
-    for data, kwargs, layer_type in _layers.example_to_layer_data(example):
-        viewer.add_layer(Layer.create(data, kwargs, layer_type))
 
 
 def test_labels_on_grid_follows_napari_axis_order(phantom):
@@ -56,7 +41,7 @@ def test_kmdev_in_the_inversion_dock_and_roi_table(make_napari_viewer, phantom, 
     assert isinstance(w, StatsWidget)
     assert w.compute() is None and errors  # nothing to summarise yet
 
-    _add_example(viewer, phantom)
+    add_example_layers(viewer, phantom)
     inv.method.value = "k-MDEV"
     speed = inv.run()
     assert speed is not None and "kmdev_speed" in viewer.layers

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import napari_mrepinn
+from conftest import make_plane_example
 from napari_mrepinn import build_model, fit
 from napari_mrepinn.data import MREExample, MREInputError
 from napari_mrepinn.networks import MREPINN
@@ -25,23 +26,11 @@ from napari_mrepinn.training import (
 
 F = 60.0
 G = complex(3000.0, 2 * math.pi * F)  # Voigt 3 kPa, η = 1 Pa·s
-K = 2 * math.pi * F * np.sqrt(1000 / G)
 SMALL = dict(n_layers=3, n_hidden=16)
 
 
-def _plane_example(n: int = 20, scale: float = 1.0, noise: float = 0.0) -> MREExample:
-    h = 1e-3
-    ax = np.arange(n) * h
-    xx, yy = np.meshgrid(ax, ax, indexing="ij")
-    # two crossing plane waves: nodes and a non-trivial Laplacian everywhere
-    u = scale * (np.exp(-1j * K * xx) + 0.5 * np.exp(-1j * K * (0.6 * xx + 0.8 * yy)))
-    mask = np.ones((n, n), int)
-    ex = MREExample.from_numpy(u, F, h, mre=np.full((n, n), G), mre_mask=mask)
-    return ex.add_gaussian_noise(noise, seed=1) if noise else ex
-
-
 def _model(ex: MREExample | None = None, seed: int = 0, **kw) -> MREPINNModel:
-    ex = ex if ex is not None else _plane_example()
+    ex = ex if ex is not None else make_plane_example()
     torch.manual_seed(seed)
     net = MREPINN(ex, **SMALL, mu_prior=kw.pop("mu_prior", 2500.0))
     pde = WaveEquation.from_name("hetero", omega=F, engine=kw.pop("engine", "fast"))
@@ -126,7 +115,7 @@ def test_stop_training_within_one_iteration():
 
 
 def test_test_and_results_on_the_full_grid():
-    ex = _plane_example()
+    ex = make_plane_example()
     ex.ds["mu_ahi"] = ex.mre * 0.9
     m = _model(ex)
     m.train(3, test_every=0)
@@ -213,7 +202,7 @@ def test_lbfgs_optimizer():
 
 
 def test_fit_returns_an_annotated_copy():
-    ex = _plane_example(n=16)
+    ex = make_plane_example(n=16)
     out = fit(ex, iters=30, progress=True, n_points=64, pde_warmup_iters=10, **SMALL)
     assert "wave_pred" not in ex and out is not ex
     for name in ("wave_pred", "mu_pred", "pde_residual", "mu_ahi"):
@@ -244,7 +233,7 @@ def test_the_networks_take_one_frequency_and_point_to_the_joint_fit():
 def test_scale_free_losses_give_the_same_map():
     maps = []
     for scale in (1e-6, 1.0, 1e3):
-        out = fit(_plane_example(n=16, scale=scale, noise=1e-3), iters=60, progress=False,
+        out = fit(make_plane_example(n=16, scale=scale, noise=1e-3), iters=60, progress=False,
                   n_points=128, pde_warmup_iters=20, **SMALL)
         maps.append(out["mu_pred"].values)
         wave_rel = out["wave_pred"].values / scale
@@ -254,7 +243,7 @@ def test_scale_free_losses_give_the_same_map():
 
 
 def test_homogeneous_medium_gives_a_flat_map():
-    ex = _plane_example(n=24)
+    ex = make_plane_example(n=24)
     out = fit(ex, iters=400, progress=False, n_points=256, pde_warmup_iters=200)
     mag = np.abs(out["mu_pred"].values)[3:-3, 3:-3]
     assert mag.std() / mag.mean() < 0.2  # a short run; the cylinder test checks accuracy
@@ -305,7 +294,7 @@ def test_convergence_stops_once_the_map_settles():
 
 @pytest.mark.parametrize("trains", [False, True])
 def test_pde_trains_wave_lets_the_pde_gradient_reach_the_wave_network(trains):
-    ex = _plane_example(n=12, noise=1e-3)
+    ex = make_plane_example(n=12, noise=1e-3)
     model = build_model(ex, iters=10, pde_warmup_iters=0, n_points=64, pde_trains_wave=trains,
                         loss_weights="0,0,1", **SMALL)
     assert model.pde.detach is (not trains)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QThread, QTimer
 
-from napari_mrepinn import _layers, simulate, training
+from conftest import add_example_layers
+from napari_mrepinn import simulate, training
 from napari_mrepinn._widget import InversionWidget, TrainingWidget
 from napari_mrepinn.data import MREExample, MREInputError
 
@@ -26,14 +27,6 @@ RESULTS = ("wave_pred", "mu_pred", "pde_residual")
 @pytest.fixture(scope="module")
 def phantom() -> MREExample:
     return simulate.cylinder(shape=(32, 32), seed=0)
-
-
-def _add_example(viewer, example: MREExample) -> None:
-    """Add an example's layers the way the reader and the sample data do."""
-    from napari.layers import Layer
-
-    for data, kwargs, layer_type in _layers.example_to_layer_data(example):
-        viewer.add_layer(Layer.create(data, kwargs, layer_type))
 
 
 def _small(w: TrainingWidget, n_iters: int = 200, refresh: int = 10) -> None:
@@ -50,19 +43,9 @@ def _small(w: TrainingWidget, n_iters: int = 200, refresh: int = 10) -> None:
     w.device.value = "cpu"
 
 
-@pytest.fixture
-def errors(monkeypatch) -> list[str]:
-    """Messages passed to napari's show_error (the widget looks it up at call time)."""
-    import napari.utils.notifications as notifications
-
-    seen: list[str] = []
-    monkeypatch.setattr(notifications, "show_error", lambda msg, *a, **k: seen.append(msg))
-    return seen
-
-
 def _make_dock(make_napari_viewer, example: MREExample, show: bool = False):
     viewer = make_napari_viewer(show=show)
-    _add_example(viewer, example)
+    add_example_layers(viewer, example)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "MRE-PINN training")
     assert isinstance(widget, TrainingWidget)
     _small(widget)
@@ -265,7 +248,7 @@ def test_invalid_inputs_refused_before_start(make_napari_viewer, phantom, qtbot,
     assert not w.start()
     assert "example layer" in errors[-1]
 
-    _add_example(viewer, phantom)
+    add_example_layers(viewer, phantom)
     assert w.example_layer.value is viewer.layers["wave"]
     # the options are refused by TrainingConfig.check, with its messages
     checks = [
@@ -300,7 +283,7 @@ def test_invalid_inputs_refused_before_start(make_napari_viewer, phantom, qtbot,
     wave = np.stack([phantom.wave.values, phantom.wave.values])
     multi = MREExample.from_numpy(wave, frequency=[50.0, 60.0], spacing=1e-3)
     viewer.layers.clear()
-    _add_example(viewer, multi)
+    add_example_layers(viewer, multi)
     assert w.frequency.value == "all"
     example, config, err = w.validate()
     assert err is None and list(example.frequencies) == [50.0, 60.0]
@@ -341,7 +324,7 @@ def test_programmatic_viewer_and_close_while_training(qtbot, phantom):
 
     viewer = napari.Viewer(show=False)
     try:
-        _add_example(viewer, phantom)
+        add_example_layers(viewer, phantom)
         _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "MRE-PINN training")
         _small(w, n_iters=30, refresh=10)
         assert w.start()
@@ -369,7 +352,7 @@ def test_inversion_widget(make_napari_viewer, phantom, errors):
     _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Direct inversion (AHI/MDEV)")
     assert isinstance(w, InversionWidget)
     assert w.run() is None and errors  # no example yet
-    _add_example(viewer, phantom)
+    add_example_layers(viewer, phantom)
     w.method.value = "AHI"
     w.smoothing.value = "gaussian"
     mu = w.run()
@@ -393,7 +376,7 @@ def test_checkpoint_mismatch_refused_and_warm_start(dock, qtbot, tmp_path, error
 
     # another grid: refused, with the checkpoint module's message shown
     viewer.layers.clear()
-    _add_example(viewer, simulate.cylinder(shape=(24, 24), seed=1))
+    add_example_layers(viewer, simulate.cylinder(shape=(24, 24), seed=1))
     with pytest.raises(MREInputError, match="trained on something else") as info:
         w.load_checkpoint(path)
     assert errors[-1] == str(info.value)

@@ -304,3 +304,18 @@ def test_pde_trains_wave_lets_the_pde_gradient_reach_the_wave_network(trains):
     grads = [p.grad for p in model.net.u_pinn.parameters() if p.grad is not None]
     reached = bool(grads) and float(sum(g.abs().sum() for g in grads)) > 0
     assert reached is trains
+
+
+def test_progress_bar_says_warm_up_instead_of_nan():
+    from napari_mrepinn.callbacks import ProgressBar
+
+    class Bar:
+        def set_postfix(self, **kw):
+            self.shown = kw
+
+    cb = ProgressBar(10)
+    cb.bar = Bar()
+    cb.on_display(None, {"loss": 0.5, "loss_pde": float("nan")})
+    assert cb.bar.shown == {"loss": "0.5", "pde": "warm-up"}
+    cb.on_display(None, {"loss": 0.5, "loss_pde": 0.0123})
+    assert cb.bar.shown["pde"] == "0.0123"

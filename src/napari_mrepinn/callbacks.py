@@ -4,6 +4,7 @@ bar. The napari dock's Qt worker is one more callback (``napari_mrepinn._worker`
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -97,7 +98,10 @@ class ProgressBar(Callback):
 
     def on_display(self, model: MREPINNModel, record: dict[str, float]) -> None:
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{record['loss']:.3g}", pde=f"{record['loss_pde']:.3g}")
+            pde = record["loss_pde"]
+            # the residual is not built during the wave-only warm-up: say so, not "nan"
+            self.bar.set_postfix(loss=f"{record['loss']:.3g}",
+                                 pde="warm-up" if math.isnan(pde) else f"{pde:.3g}")
 
     def on_train_end(self, model: MREPINNModel) -> None:
         if self.bar is not None:

@@ -18,13 +18,14 @@ Two implementations compute the same numbers:
 :func:`stream_forward`
     Writes every layer's streams into one preallocated buffer (the dense connectivity then costs
     no concatenation) and, wrapped in :class:`_StreamFunction`, back-propagates by hand through
-    the *value* stream, or through the value and first-derivative streams, which are the two
-    cases training needs: the detached wave (the PDE treats its derivatives as data, only the
-    data loss trains the wave network) and the modulus gradient ``∇G*`` of ``hetero`` and
-    ``general``.
+    the *value* stream, through the value and first-derivative streams, or through the value,
+    first-derivative and Laplacian streams, the three cases training needs: the detached wave
+    (the PDE treats its derivatives as data, only the data loss trains the wave network), the
+    modulus gradient ``∇G*`` of ``hetero`` and ``general``, and the wave trained by the PDE
+    through its value, Jacobian and Laplacian (``pde_trains_wave``).
 :func:`taylor_autograd`
     Plain tensor operations that autograd differentiates through every stream, for the rarer
-    case of a graph through second derivatives (``detach=False``) or through the inputs.
+    cases of a graph through the Hessian streams or through the inputs.
 
 :func:`taylor` picks between them.
 """
@@ -42,29 +43,35 @@ __all__ = ["ACTIVATIONS", "activation_name", "stream_forward", "taylor", "taylor
 
 
 # ---------------------------------------------------------------------------- activations
-def _sin(z: torch.Tensor):
-    s = torch.sin(z)
-    return s, torch.cos(z), -s
+# Each returns (σ, σ', σ'') and, with ``third=True``, σ''' as well: only the hand-written
+# backward through the Laplacian stream needs it, so the other paths keep their memory.
+def _sin(z: torch.Tensor, third: bool = False):
+    s, c = torch.sin(z), torch.cos(z)
+    return (s, c, -s, -c) if third else (s, c, -s)
 
 
-def _tanh(z: torch.Tensor):
+def _tanh(z: torch.Tensor, third: bool = False):
     t = torch.tanh(z)
     d = 1 - t * t
-    return t, d, -2 * t * d
+    f = (t, d, -2 * t * d)
+    return (*f, -2 * d * (1 - 3 * t * t)) if third else f
 
 
-def _gelu(z: torch.Tensor):
+def _gelu(z: torch.Tensor, third: bool = False):
     cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
     pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    return z * cdf, cdf + z * pdf, pdf * (2 - z * z)
+    f = (z * cdf, cdf + z * pdf, pdf * (2 - z * z))
+    return (*f, pdf * z * (z * z - 4)) if third else f
 
 
-def _softplus(z: torch.Tensor):
+def _softplus(z: torch.Tensor, third: bool = False):
     sig = torch.sigmoid(z)
-    return nn.functional.softplus(z), sig, sig * (1 - sig)
+    f2 = sig * (1 - sig)
+    f = (nn.functional.softplus(z), sig, f2)
+    return (*f, f2 * (1 - 2 * sig)) if third else f
 
 
-#: value, first and second derivative of each activation
+#: value, first and second (optionally third) derivative of each activation
 ACTIVATIONS = {"sin": _sin, "tanh": _tanh, "gelu": _gelu, "softplus": _softplus}
 _ALIASES = {"s": "sin", "t": "tanh", "g": "gelu", "sine": "sin"}
 
@@ -101,12 +108,16 @@ def _split_outputs(out: torch.Tensor, bias: torch.Tensor, k: int, order: str | N
 
 def _activate(
     net: Any, i: int, z: torch.Tensor, bias: torch.Tensor, k: int, order: str | None,
-    out: torch.Tensor,
+    out: torch.Tensor, third: bool = False,
 ):
     """Write the streams of ``a = σ(z + b)`` into ``out`` (N, S, H), from the streams ``z``
-    (N, S, H) of hidden layer ``i``; return ``(σ', σ'', ∂z)`` for the backward pass."""
+    (N, S, H) of hidden layer ``i``; return ``(σ', σ'', ∂z)`` for the backward pass, and with
+    ``third`` (Laplacian order only) ``(σ', σ'', ∂z, σ''', Δz)``."""
     n = z.shape[0]
-    f0, f1, f2 = _layer_activation(net, i)(z[:, 0] + bias)
+    if third:
+        f0, f1, f2, f3 = _layer_activation(net, i)(z[:, 0] + bias, third=True)
+    else:
+        f0, f1, f2 = _layer_activation(net, i)(z[:, 0] + bias)
     jz = z[:, 1 : 1 + k]  # (N, K, H)
     out[:, 0] = f0
     out[:, 1 : 1 + k] = f1[:, None] * jz
@@ -116,6 +127,8 @@ def _activate(
         hz = z[:, 1 + k :].reshape(n, k, k, -1)
         sec = f1[:, None, None] * hz + f2[:, None, None] * jz[:, :, None] * jz[:, None]
         out[:, 1 + k :] = sec.reshape(n, k * k, -1)
+    if third:
+        return f1, f2, jz, f3, z[:, 1 + k]
     return f1, f2, jz
 
 
@@ -141,6 +154,7 @@ def stream_forward(
     dx: torch.Tensor,
     order: str | None,
     save: bool = False,
+    third: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, Any] | None]:
     """Value and derivative streams of a :class:`~napari_mrepinn.networks.PINN`, no graph.
 
@@ -157,6 +171,9 @@ def stream_forward(
     order : {"laplacian", "hessian", None}
     save : bool
         Also return what :func:`stream_backward` needs.
+    third : bool
+        With ``save`` and ``order="laplacian"``: also keep the third derivative of the
+        activations, which a backward pass through the Laplacian stream needs.
 
     Returns
     -------
@@ -178,7 +195,7 @@ def stream_forward(
         lo, hi = bounds[blocks[0]], bounds[blocks[-1] + 1]
         z = (flat[:, lo:hi] @ w.T).view(n, n_streams, -1)
         a = buf[:, :, bounds[i + 1] : bounds[i + 2]]  # this layer's block, written in place
-        derivs = _activate(net, i, z, b, k, order, out=a)
+        derivs = _activate(net, i, z, b, k, order, out=a, third=third)
         if save:
             per_layer.append(derivs)
     w, b = params[-2], params[-1]
@@ -186,7 +203,7 @@ def stream_forward(
     lo, hi = bounds[blocks[0]], bounds[blocks[-1] + 1]
     out = (flat[:, lo:hi] @ w.T).view(n, n_streams, -1)
     value, jac, sec = _split_outputs(out, b, k, order)
-    saved = dict(buf=buf, per_layer=per_layer, bounds=bounds) if save else None
+    saved = dict(buf=buf, per_layer=per_layer, bounds=bounds, third=third) if save else None
     return value, jac, sec, saved
 
 
@@ -197,11 +214,24 @@ def stream_backward(
     g_value: torch.Tensor | None,
     g_jac: torch.Tensor | None,
     n_grad: int,
+    g_sec: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Parameter gradients of a loss through the first ``n_grad`` streams.
 
     ``n_grad = 1``: through the value only; ``n_grad = 1 + K``: through the value and the first
-    derivatives (the forward pass must then have had ``order=None``).
+    derivatives (the forward pass must then have had ``order=None``); ``n_grad = 1 + K + 1``:
+    through the value, the first derivatives and the Laplacian (the forward pass must then have
+    had ``order="laplacian"`` and ``third=True``; ``g_sec`` is read only then).
+
+    Through ``a = σ(z)``, the gradients ``(Ga, Gj_k, GL)`` of the value, first-derivative and
+    Laplacian streams of ``a`` give those of the streams of ``z``::
+
+        Gz     = Ga σ' + σ'' Σ_k Gj_k ∂_k z + GL (σ'' Δz + σ''' Σ_k (∂_k z)²)
+        G∂_k z = Gj_k σ' + 2 GL σ'' ∂_k z
+        GΔz    = GL σ'
+
+    The linear layers apply one matrix to every stream, so their weight gradients sum over all
+    the streams; the biases shift the value only.
 
     Returns
     -------
@@ -210,7 +240,9 @@ def stream_backward(
     """
     buf, per_layer, bounds = saved["buf"], saved["per_layer"], saved["bounds"]
     n, n_streams, width = buf.shape
-    k = buf.shape[1] - 1 if n_grad > 1 else 0
+    # lap: the Laplacian stream carries gradient too (value, K first derivatives, Laplacian)
+    lap = bool(saved.get("third")) and n_grad == n_streams
+    k = n_streams - 2 if lap else (n_streams - 1 if n_grad > 1 else 0)
     # rows of the buffer that carry gradient, as one (N·n_grad, width) matrix
     src = buf.view(n * n_streams, width) if n_grad == n_streams else buf[:, 0]
     n_out = params[-1].shape[0]
@@ -218,7 +250,9 @@ def stream_backward(
     if g_value is not None:
         g_out[:, 0] = g_value
     if n_grad > 1 and g_jac is not None:
-        g_out[:, 1:] = g_jac.transpose(1, 2)
+        g_out[:, 1 : 1 + k] = g_jac.transpose(1, 2)
+    if lap and g_sec is not None:
+        g_out[:, 1 + k] = g_sec
     n_layers = len(net.hidden) + 1
     gz: dict[int, torch.Tensor] = {n_layers - 1: g_out.view(n * n_grad, n_out)}
     grads: list[torch.Tensor] = [torch.empty(0)] * len(params)
@@ -236,9 +270,21 @@ def stream_backward(
                 ga = gz[layer] @ w_block if ga is None else ga.addmm_(gz[layer], w_block)
             assert ga is not None
             ga = ga.view(n, n_grad, -1)
-            f1, f2, jz = per_layer[i]
+            f1, f2, jz = per_layer[i][:3]
             if n_grad == 1:
                 g = ga[:, 0] * f1
+            elif lap:
+                f3, lz = per_layer[i][3:]
+                gj, gl = ga[:, 1 : 1 + k], ga[:, 1 + k]
+                f2_gl = f2 * gl
+                g = torch.empty_like(ga)
+                g0 = (gj * jz).sum(1).mul_(f2)  # σ'' Σ_k Gj_k ∂_k z first: it reads gj
+                g0.addcmul_(ga[:, 0], f1).addcmul_(f2_gl, lz)
+                g0.addcmul_(gl * f3, (jz * jz).sum(1))
+                torch.mul(gj, f1[:, None], out=g[:, 1 : 1 + k])
+                g[:, 1 : 1 + k].addcmul_(f2_gl[:, None], jz, value=2)
+                torch.mul(gl, f1, out=g[:, 1 + k])
+                g[:, 0] = g0
             else:
                 g = torch.empty_like(ga)
                 torch.mul(ga[:, 1:], f1[:, None], out=g[:, 1:])
@@ -252,25 +298,35 @@ def stream_backward(
 
 
 class _StreamFunction(torch.autograd.Function):
-    """Buffered streams with a hand-written backward through the first ``n_grad`` streams."""
+    """Buffered streams with a hand-written backward through the first ``n_grad`` streams:
+    1, ``1 + K`` (``order=None``) or ``1 + K + 1`` (``order="laplacian"``)."""
 
     @staticmethod
     def forward(ctx, net, x, dx, order, n_grad, *params):
-        value, jac, sec, saved = stream_forward(net, list(params), x, dx, order, save=True)
+        # a gradient through the Laplacian stream needs σ''' in the backward pass
+        third = order == "laplacian" and n_grad == 2 + dx.shape[1]
+        value, jac, sec, saved = stream_forward(
+            net, list(params), x, dx, order, save=True, third=third
+        )
         ctx.net, ctx.saved, ctx.n_grad = net, saved, n_grad
         ctx.save_for_backward(*params)
         # outputs must not be views of one another for autograd to track them separately
         jac = jac.contiguous()
         sec = sec.contiguous() if sec is not None else x.new_empty(0)
         # one call: each call replaces the previous set
-        ctx.mark_non_differentiable(*((jac, sec) if n_grad == 1 else (sec,)))
+        if n_grad == 1:
+            ctx.mark_non_differentiable(jac, sec)
+        elif not third:
+            ctx.mark_non_differentiable(sec)
         return value, jac, sec
 
     @staticmethod
-    @once_differentiable  # a graph through these gradients would need third derivatives
+    @once_differentiable  # a graph through these gradients would need higher derivatives
     def backward(ctx, g_value, g_jac, g_sec):
         params = list(ctx.saved_tensors)
-        grads = stream_backward(ctx.net, params, ctx.saved, g_value, g_jac, ctx.n_grad)
+        grads = stream_backward(
+            ctx.net, params, ctx.saved, g_value, g_jac, ctx.n_grad, g_sec=g_sec
+        )
         ctx.saved = None  # free the buffer now rather than with the graph
         return (None, None, None, None, None, *grads)
 
@@ -314,6 +370,9 @@ def taylor(
     derivative_graph : bool
         With grad mode on: ``True`` keeps the graph of every returned tensor, ``False`` only of
         the value (the derivatives are then constants, as the detached wave in the PDE).
+        ``False``, and ``True`` with ``order`` None or ``"laplacian"``, back-propagate by hand
+        (:class:`_StreamFunction`); ``True`` with the Hessian, and any graph to ``x`` or
+        ``dx``, go through :func:`taylor_autograd`.
 
     Returns
     -------
@@ -329,7 +388,9 @@ def taylor(
         n_grad = 1
     elif order is None:
         n_grad = 1 + dx.shape[1]
-    else:
+    elif order == "laplacian":
+        n_grad = 1 + dx.shape[1] + 1
+    else:  # a graph through the K² Hessian streams: rare, left to autograd
         return taylor_autograd(net, x, dx, order)
     value, jac, sec = _StreamFunction.apply(net, x, dx, order, n_grad, *params)
     return value, jac, sec if order is not None else None

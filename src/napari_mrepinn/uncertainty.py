@@ -37,10 +37,11 @@ __all__ = ["CALIBRATION", "COVERAGE", "ensemble_maps", "fit_ensemble"]
 #: share of the voxels whose relative error the stated uncertainty should cover
 COVERAGE = 0.68
 #: mu_uncertainty = CALIBRATION · mu_spread: the 68 % quantile of |error| / spread over the
-#: voxels of the family's 8 tuning cases (2-D, 30 dB, 3 members). On the 4 held-out cases
-#: it covers 67-72 % of the voxels of three and 36 % of the one where the fit fails
-#: (2d-02: every member agrees on a wrong map). benchmarks/uncertainty.py, docs/benchmarks.md
-CALIBRATION = 1.71
+#: voxels of the family's 8 tuning cases (2-D, 30 dB, 3 members of the default recipe). On
+#: the 4 held-out cases it covers 64-75 % of the voxels of three and 47 % of the one where
+#: the fit fails (2d-02: the members agree on a wrong map). benchmarks/uncertainty.py,
+#: docs/benchmarks.md
+CALIBRATION = 1.73
 
 
 def _member(example: MREExample, config: TrainingConfig) -> dict[str, Any]:

@@ -75,6 +75,9 @@ def save_mat(example: MREExample, path: str | os.PathLike, *, version: str = "5"
     }
     if "z" in sp and np.isfinite(sp["z"]):
         info["dz_m"] = sp["z"]
+    # (y, x, n) is either a volume or a slice with n components: say which, so that the
+    # file reads back as it was written
+    info["spatial_ndim"] = float(len(example.spatial_dims))
     variables: dict[str, Any] = {"u_ft": mat_order(example.ds["wave"])}
     if "mre" in example:
         variables["mre"] = mat_order(example.ds["mre"])
@@ -184,7 +187,19 @@ def _load_mat(
         raise MREInputError(
             f"{path}: '{name}' has shape {shape}; expected (y, x[, z][, component][, frequency])."
         )
-    spatial_ndim = 2 if len(rest) == 2 else 3
+    declared = _declared_spatial_ndim(lookup)
+    if declared is None:
+        spatial_ndim = 2 if len(rest) == 2 else 3
+    else:
+        if len(rest) < declared:  # singleton axes dropped above (one z slice, one component)
+            u = u.reshape(*u.shape, *(1,) * (declared - len(rest)))
+            rest = u.shape[1:] if multi else u.shape
+        if len(rest) - declared not in (0, 1):
+            raise MREInputError(
+                f"{path}: '{name}' has shape {shape} but info.spatial_ndim says {declared} "
+                "spatial axes; expected (y, x[, z][, component][, frequency])."
+            )
+        spatial_ndim = declared
     if not np.iscomplexobj(u):
         raise MREInputError(
             f"{path}: '{name}' is real ({u.dtype}); the wave must be complex (a phase "
@@ -238,7 +253,7 @@ def _load_mat(
     if mre is not None and mre.ndim == spatial_ndim + 1:
         mre = np.moveaxis(mre, -1, 0)
     if components is None:
-        nc = u.shape[-1] if len(rest) == 4 else 0
+        nc = u.shape[-1] if len(rest) == spatial_ndim + 1 else 0
         known = _MAT_COMPONENTS.get(name)
         components = known if known is not None and len(known) == nc else None
     density = float(np.asarray(lookup.get("density", 1000.0)).ravel()[0])
@@ -254,6 +269,15 @@ def _load_mat(
         spatial_ndim=spatial_ndim,
         source=str(path),
     )
+
+
+def _declared_spatial_ndim(lookup: dict[str, Any]) -> int | None:
+    """``info.spatial_ndim`` (written by :func:`save_mat`): 2 or 3, else None (infer)."""
+    try:
+        value = int(np.asarray(lookup["spatial_ndim"], dtype=float).ravel()[0])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return value if value in (2, 3) else None
 
 
 def _describe(v: Any) -> str:

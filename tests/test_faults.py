@@ -52,7 +52,7 @@ def _with_frequency_attr(tmp_path, value) -> Path:
     ds = _example().ds.copy()
     ds.attrs["frequency"] = value
     path = tmp_path / "text_freq.nc"
-    from napari_mrepinn.data import _encode_complex
+    from napari_mrepinn.netcdf import _encode_complex
 
     _encode_complex(ds).to_netcdf(path, engine="h5netcdf")
     return path

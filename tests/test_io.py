@@ -191,7 +191,7 @@ def test_mat_without_info_asks_for_it(tmp_path, rng):
 def test_netcdf_overrides(tmp_path, rng):
     ex = small_example(rng)
     ex.ds.attrs.pop("frequency")
-    from napari_mrepinn.data import _encode_complex
+    from napari_mrepinn.netcdf import _encode_complex
 
     _encode_complex(ex.ds).to_netcdf(tmp_path / "nofreq.nc", engine="h5netcdf")
     with pytest.raises(MREInputError, match=r"nofreq\.nc.*frequency is missing"):

@@ -37,13 +37,11 @@ def _stored(path: Path, ikey: str) -> dict[str, dict]:
     """``method -> {"key", "row"}`` of an existing result made from the same input."""
     if not path.exists():
         return {}
-    import xarray as xr
 
-    from .hdf5_check import check_hdf5
+    from .netcdf import _open_lazy
 
     try:
-        check_hdf5(path)  # a damaged result that would hang libhdf5 is redone too
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
+        with _open_lazy(path) as ds:  # a damaged result that would hang libhdf5 is redone too
             info = json.loads(ds.attrs.get(ATTR, "{}"))
     except Exception:  # an unreadable result is redone
         return {}

@@ -673,26 +673,3 @@ def _in_file_order(var: xr.DataArray, spatial: Sequence[str]) -> np.ndarray:
     order = [d for d in (*spatial, *_FILE_TRAILING_DIMS) if d in var.dims]
     return np.asarray(var.transpose(*order).values)
 
-
-#: private helpers that moved out of this module, by the module that holds them now
-_MOVED = {
-    "_read_netcdf": "netcdf",
-    "_write_netcdf": "netcdf",
-    "_QuietH5NetCDF": "netcdf",
-    "_encode_complex": "netcdf",
-    "_decode_complex": "netcdf",
-    "_attr_value": "netcdf",
-    "_canonical": "data_checks",
-    "_numeric_attrs": "data_checks",
-    "_attr_number": "data_checks",
-    "_mask_outside": "data_checks",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # the modules import this one, so they are looked up on first use (no import cycle)
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

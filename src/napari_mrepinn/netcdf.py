@@ -9,8 +9,7 @@ file is read through h5py, opened and closed here in every case (also for a dama
 and written whole or not at all (:mod:`napari_mrepinn.outputs`).
 
 The names are private (the public API is ``MREExample.load``/``save`` and
-:func:`napari_mrepinn.io.load_example`); :mod:`napari_mrepinn.data` still answers for the
-ones it used to hold.
+:func:`napari_mrepinn.io.load_example`).
 """
 
 from __future__ import annotations
@@ -24,6 +23,16 @@ import numpy as np
 import xarray as xr
 
 from .data import MREInputError, _reason, _too_large
+
+
+def _open_lazy(path: str | os.PathLike) -> xr.Dataset:
+    """``xr.open_dataset`` of a NetCDF-4 file, nothing loaded yet (a label map or a result's
+    attributes), after :func:`~napari_mrepinn.hdf5_check.check_hdf5`: damage that would
+    hang libhdf5 raises :class:`MREInputError` instead. Use it as a context manager."""
+    from .hdf5_check import check_hdf5
+
+    check_hdf5(path)
+    return xr.open_dataset(path, engine="h5netcdf")
 
 
 def _read_netcdf(path: Path) -> xr.Dataset:

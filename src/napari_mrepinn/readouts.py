@@ -524,6 +524,6 @@ def readout_maps(
     # the maps are at one frequency when the example has one, or when the result says
     # which (a joint fit's G* at its reference frequency); an MDEV / k-MDEV map
     # compounded over several frequencies has none
-    if "frequency" in getattr(res, "attrs", {}) or len(ex.frequencies) == 1:
+    if "frequency" in res.attrs or len(ex.frequencies) == 1:
         ds.attrs["frequency_hz"] = float(frequency)
     return ds

@@ -111,11 +111,10 @@ def load_roi(path: str | os.PathLike, example: MREExample | None = None) -> np.n
         data, _ = _read_nifti(p)
         labels: Any = np.asarray(data)
     elif name.endswith(".nc"):
-        from .hdf5_check import check_hdf5
+        from .netcdf import _open_lazy
 
         try:
-            check_hdf5(p)  # damage that would hang libhdf5 is one clear error instead
-            with xr.open_dataset(p, engine="h5netcdf") as ds:
+            with _open_lazy(p) as ds:  # damage that would hang libhdf5: one clear error
                 if "mre_mask" in ds:
                     labels = ds["mre_mask"].load()
                 else:
@@ -222,6 +221,7 @@ def region_statistics(
         )
     method = method or str(maps.attrs.get("method", ""))
     masks = {k: lab == k for k in present}
+    at = float(maps.attrs.get("frequency_hz", np.nan))  # of maps without a frequency dim
     rows = []
     for name in readouts:
         da = maps[name]
@@ -242,7 +242,6 @@ def region_statistics(
         scale = 1.0
         if display and info is not None:
             scale, unit = info.display_scale, info.display_unit
-        at = float(maps.attrs.get("frequency_hz", np.nan))
         entries = ([(float(f), da.sel(frequency=f)) for f in da["frequency"].values]
                    if "frequency" in da.dims else [(at, da)])
         for freq, sub in entries:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from napari_mrepinn import io
-from napari_mrepinn.data import MREExample, MREInputError
+from napari_mrepinn.data import FREQUENCY_KEYS, MREExample, MREInputError
 
 
 def small_example(rng: np.random.Generator, *, multi: bool = False, anat: bool = True):
@@ -153,6 +153,45 @@ def test_mat_round_trip_of_a_slice_with_components(tmp_path, rng, version):
 
 
 @pytest.mark.parametrize("version", ["5", "7.3"])
+@pytest.mark.parametrize("shape", [(6, 5, 1), (6, 5, 3, 1), (6, 5, 1, 1)],
+                         ids=["slice", "volume", "one-z-slice"])
+def test_mat_round_trip_of_one_component(tmp_path, rng, version, shape):
+    # MATLAB drops trailing size-1 axes: the component axis of a one-component wave must
+    # come back from the file's own description, not be lost
+    wave = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+    ex = MREExample.from_numpy(wave, frequency=60, spacing=1e-3, components=["y"],
+                               spatial_ndim=len(shape) - 1,
+                               mre_mask=np.ones(shape[:-1], int))
+    back = io.load_example(io.save_mat(ex, tmp_path / "one.mat", version=version))
+    assert back.ds["wave"].dims == ex.ds["wave"].dims
+    assert back.ds["wave"].shape == ex.ds["wave"].shape
+    assert list(back.ds["component"].values) == ["y"]
+    np.testing.assert_allclose(back.ds["wave"].values, ex.ds["wave"].values, atol=1e-12)
+    np.testing.assert_array_equal(back.ds["mre_mask"].values, ex.ds["mre_mask"].values)
+
+
+@pytest.mark.parametrize("version", ["5", "7.3"])
+def test_mat_round_trip_keeps_component_labels(tmp_path, rng, version):
+    # the default labels of three components (z, y, x) are not BIOQIC's u_ft order (y, x, z)
+    wave = rng.normal(size=(6, 5, 2, 3)) + 1j * rng.normal(size=(6, 5, 2, 3))
+    ex = MREExample.from_numpy(wave, frequency=60, spacing=1e-3)
+    assert list(ex.ds["component"].values) == ["z", "y", "x"]
+    back = io.load_example(io.save_mat(ex, tmp_path / "zyx.mat", version=version))
+    assert list(back.ds["component"].values) == ["z", "y", "x"]
+    np.testing.assert_allclose(back.ds["wave"].values, ex.ds["wave"].values, atol=1e-12)
+
+
+def test_mat_component_labels_that_do_not_fit_the_wave(tmp_path):
+    import scipy.io
+
+    info = {"dx_m": 1e-3, "dy_m": 1e-3, "frequencies_Hz": 60.0, "spatial_ndim": 2.0,
+            "components": "z,y"}
+    scipy.io.savemat(tmp_path / "bad.mat", {"u_ft": np.ones((6, 5, 3), complex), "info": info})
+    with pytest.raises(MREInputError, match=r"bad\.mat: info\.components names 2 component"):
+        io.load_example(tmp_path / "bad.mat")
+
+
+@pytest.mark.parametrize("version", ["5", "7.3"])
 def test_mat_multi_frequency(tmp_path, rng, version):
     ex = small_example(rng, multi=True, anat=False)
     back = io.load_example(io.save_mat(ex, tmp_path / "m.mat", version=version))
@@ -186,6 +225,51 @@ def test_mat_without_info_asks_for_it(tmp_path, rng):
     ex = io.load_example(tmp_path / "bare.mat", frequency=60, spacing=1.5e-3)
     assert ex.spatial_shape == (8, 10, 2)  # the first complex array was used
     assert ex.spacing["x"] == pytest.approx(1.5e-3)
+
+
+# ---------------------------------------------------------------------- frequency keys
+def test_frequency_keys_are_one_ordered_list():
+    assert FREQUENCY_KEYS[:2] == ("frequencies_hz", "frequency_hz")
+    assert {"frequency", "frequencies", "mre_frequency", "vibration_frequency", "freq_hz",
+            "freq"} <= set(FREQUENCY_KEYS)
+    assert len(set(FREQUENCY_KEYS)) == len(FREQUENCY_KEYS)
+    assert all(k == k.lower() for k in FREQUENCY_KEYS)
+
+
+def test_nifti_sidecar_frequency_aliases_and_precedence(tmp_path, rng):
+    folder = io.save_nifti_folder(small_example(rng), tmp_path / "mre")
+    (folder / "mre.json").write_text(json.dumps({"Vibration_Frequency": 55}))
+    assert io.load_example(folder).frequency == 55.0  # an alias the reader did not know
+    # two keys: the one that states its unit wins (FREQUENCY_KEYS order), whatever the file order
+    (folder / "mre.json").write_text(json.dumps({"frequency": 50, "frequency_hz": 60}))
+    assert io.load_example(folder).frequency == 60.0
+    (folder / "mre.json").write_text(json.dumps({"notes": "no frequency"}))
+    with pytest.raises(MREInputError, match=r"frequency is missing.*vibration_frequency"):
+        io.load_example(folder)
+
+
+@pytest.mark.parametrize("version", ["5", "7.3"])
+def test_mat_frequency_aliases_and_precedence(tmp_path, rng, version):
+    import scipy.io
+
+    u = rng.normal(size=(10, 8, 2)) + 1j * rng.normal(size=(10, 8, 2))
+
+    def written(info: dict) -> Path:
+        info = {"dx_m": 1e-3, "dy_m": 1e-3, **info}
+        path = tmp_path / f"f_v{version}.mat"
+        if version == "5":
+            scipy.io.savemat(path, {"u_ft": u, "info": info})
+        else:
+            from napari_mrepinn.io_matlab import _mat73_bytes
+
+            path.write_bytes(_mat73_bytes({"u_ft": u}, info))
+        return path
+
+    assert io.load_example(written({"Vibration_Frequency": 55.0})).frequency == 55.0
+    assert io.load_example(written({"freq_Hz": 45.0})).frequency == 45.0
+    assert io.load_example(written({"frequency": 50.0, "frequency_Hz": 60.0})).frequency == 60.0
+    with pytest.raises(MREInputError, match=r"frequency is missing.*mre_frequency"):
+        io.load_example(written({}))
 
 
 def test_netcdf_overrides(tmp_path, rng):

@@ -148,6 +148,16 @@ def test_smooth_is_complex_gaussian():
     assert out[4, 4, 0].real < 0.5
 
 
+def test_the_two_smooth_functions_point_to_each_other():
+    # two public functions share the name: each must tell a newcomer which one to use
+    from napari_mrepinn import baselines, finite_differences, wave_filters
+
+    assert pp.smooth is wave_filters.smooth and baselines.smooth is finite_differences.smooth
+    assert pp.smooth is not baselines.smooth
+    assert "napari_mrepinn.baselines.smooth" in pp.smooth.__doc__
+    assert "napari_mrepinn.preprocess.smooth" in baselines.smooth.__doc__
+
+
 def test_magnitude_mask_threshold():
     mag = np.zeros((20, 20, 2))
     mag[5:15, 5:15] = 100.0

@@ -125,6 +125,35 @@ def test_noisy_acquisition_still_recovers_the_wave(phantom, tmp_path):
     assert_recovers(ex, phantom, acq, min_corr=0.98)
 
 
+@pytest.fixture(scope="module")
+def slice_acq():
+    """A one-slice, one-direction cylinder: the cheapest phase series."""
+    return aq.acquire(simulate.cylinder(shape=(16, 14)), n_offsets=4)
+
+
+@pytest.mark.parametrize("fmt", ["dicom", "nifti"])
+def test_sidecar_frequency_aliases_and_precedence(slice_acq, tmp_path, fmt):
+    if fmt == "dicom":
+        paths = aq.write_dicom(slice_acq, tmp_path)
+        sidecars = [paths[0] / "mre.json"]
+    else:
+        paths = aq.write_nifti(slice_acq, tmp_path, magnitude=False)
+        sidecars = [tmp_path / p.name.replace(".nii.gz", ".json") for p in paths]
+
+    def imported(keys: dict) -> MREExample:
+        for f in sidecars:
+            meta = json.loads(f.read_text()) if fmt == "nifti" else {}
+            meta = {k: v for k, v in meta.items() if "freq" not in k.lower()}
+            f.write_text(json.dumps(meta | keys | {"direction": "z"}))
+        return scanner.import_exam(paths)
+
+    assert imported({"freq": 55}).frequency == 55.0  # an alias the reader did not know
+    # two keys: the one that states its unit wins (FREQUENCY_KEYS order)
+    assert imported({"frequency": 50, "frequency_hz": 60}).frequency == 60.0
+    with pytest.raises(MREInputError, match=r"frequency is missing.*vibration_frequency"):
+        imported({})
+
+
 # ---------------------------------------------------------------------- NIfTI
 def test_nifti_4d_per_direction(acq, phantom, tmp_path):
     paths = aq.write_nifti(acq, tmp_path)

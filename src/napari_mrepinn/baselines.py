@@ -11,7 +11,8 @@ Conventions (see ``CONTRIBUTING.md``): SI units inside, ``G* = G' + iG''`` with
 Everything is vectorised over voxels, components and frequencies; there are no Python loops
 over voxels. The finite differences (:func:`laplacian`, :func:`smooth`, :func:`despeckle`,
 :func:`fd3_plane_wave_bias`) live in :mod:`napari_mrepinn.finite_differences` and are
-re-exported here.
+re-exported here (this :func:`smooth` is the inversions' smoothing of named-dim fields, not
+the preprocessing filter :func:`napari_mrepinn.preprocess.smooth`).
 
 Discretisation bias, worth knowing when reading the maps: on a plane wave
 ``exp(-i k x)`` the 3-point stencil returns ``-(2 - 2 cos kh)/h² · u`` instead of
@@ -264,7 +265,8 @@ def ahi(
         Pre-smoothing of the wave along ``dims``: a Gaussian of ``sigma`` voxels, or a
         separable Savitzky–Golay fit (which also makes ``"savgol"`` the default
         Laplacian, as in the published AHI). The smoothed wave is used in numerator and
-        Laplacian alike. Default None (the published default).
+        Laplacian alike (:func:`smooth` does this step on its own). Default None (the
+        published default).
     sigma : float
         Gaussian standard deviation in voxels (0.65 = Charité MDEV default).
     savgol_order, savgol_window : int

@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = [
+    "FREQUENCY_KEYS",
     "PLAUSIBLE_FOV_M",
     "PLAUSIBLE_MODULUS_PA",
     "PLAUSIBLE_SPACING_M",
@@ -65,6 +66,25 @@ class MREMissingFrequency(MREInputError):
     ``--frequency``); :func:`napari_mrepinn.io.load_example` then applies the one given."""
 class MREPlausibilityWarning(UserWarning):
     """A value is valid but physically implausible (usually a unit slip: mm for metres)."""
+
+
+# The metadata keys that state the vibration frequency in Hz, for every file reader: the
+# JSON sidecars of a NIfTI folder (io_nifti), the variables and ``info`` struct of a .mat
+# file (io_matlab) and the sidecars of DICOM / NIfTI phase series (phase_series). Keys are
+# matched in lower case ("Frequency", "frequencies_Hz" match). When a file states several,
+# the first in this order wins: the names that state their unit (Hz) first, then the plain
+# names, then the qualified ones, then the abbreviations; a file with both "frequency_hz"
+# and "frequency" is read from "frequency_hz".
+FREQUENCY_KEYS = (
+    "frequencies_hz",
+    "frequency_hz",
+    "frequencies",
+    "frequency",
+    "mre_frequency",
+    "vibration_frequency",
+    "freq_hz",
+    "freq",
+)
 
 
 def parse_frequencies(frequency: float | Sequence[float]) -> tuple[np.ndarray, bool]:

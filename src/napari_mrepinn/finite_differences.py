@@ -8,7 +8,8 @@ re-exports the public names here, and :mod:`napari_mrepinn.kmdev`), on
   ``np.gradient``-of-gradient wide stencil) or ``"savgol"`` (Savitzky–Golay second
   derivative), with ``"one-sided"`` or ``"mirror"`` edges; :func:`fd3_plane_wave_bias` is
   the exact bias of the 3-point stencil on a plane wave;
-- :func:`smooth` — Gaussian or Savitzky–Golay smoothing along the chosen dims;
+- :func:`smooth` — Gaussian or Savitzky–Golay smoothing along the chosen dims (the
+  inversions' smoothing; the preprocessing filter is :func:`napari_mrepinn.preprocess.smooth`);
 - :func:`despeckle` — the published outlier clamp of ``1/∇²u``.
 
 Everything is vectorised with numpy and ``scipy.ndimage``/``scipy.signal``; there are no
@@ -338,7 +339,16 @@ def smooth(
     savgol_window: int = 5,
     boundary: Boundary = "one-sided",
 ) -> xr.DataArray:
-    """Smooth a (complex) field along the given dims.
+    """Smooth a (complex) :class:`xarray.DataArray` along the given named dims: the
+    smoothing of the direct inversions.
+
+    What ``ahi``/``mdev`` do with ``smoothing="gaussian"`` or ``"savgol"`` before their
+    Laplacian, re-exported as :func:`napari_mrepinn.baselines.smooth`: use it to see or
+    reuse that step on its own. Not to be confused with
+    :func:`napari_mrepinn.preprocess.smooth` (defined in :mod:`napari_mrepinn.wave_filters`),
+    the complex Gaussian preprocessing filter of plain numpy ``(..., x, y, z)`` arrays that
+    :func:`napari_mrepinn.preprocess.prepare` applies once to the wave field
+    (``smoothing=σ``, recorded in the preprocessing history).
 
     Parameters
     ----------

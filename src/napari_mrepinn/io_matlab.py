@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from .data import (
+    FREQUENCY_KEYS,
     MREExample,
     MREInputError,
     MREMissingFrequency,
@@ -39,9 +40,10 @@ def save_mat(example: MREExample, path: str | os.PathLike, *, version: str = "5"
 
     The wave is ``u_ft`` with MATLAB axes ``(y, x[, z][, component][, frequency])`` and
     the geometry goes into an ``info`` struct (``dx_m``, ``dy_m``, ``dz_m``,
-    ``frequencies_Hz``). ``mre``, ``mre_mask`` and ``anat`` (as ``magnitude``) follow
-    with the same leading ``(y, x[, z])`` axes. The file is written whole or not at all
-    (see :mod:`napari_mrepinn.outputs`).
+    ``frequencies_Hz``, ``spatial_ndim`` and, for a wave with a component axis, its labels
+    as the text ``components``, e.g. ``'y,x,z'``). ``mre``, ``mre_mask`` and ``anat`` (as
+    ``magnitude``) follow with the same leading ``(y, x[, z])`` axes. The file is written
+    whole or not at all (see :mod:`napari_mrepinn.outputs`).
 
     Parameters
     ----------
@@ -75,9 +77,12 @@ def save_mat(example: MREExample, path: str | os.PathLike, *, version: str = "5"
     }
     if "z" in sp and np.isfinite(sp["z"]):
         info["dz_m"] = sp["z"]
-    # (y, x, n) is either a volume or a slice with n components: say which, so that the
-    # file reads back as it was written
+    # (y, x, n) is either a volume or a slice with n components, and MATLAB drops trailing
+    # size-1 axes (one component): say which axes there are, so that the file reads back
+    # as it was written
     info["spatial_ndim"] = float(len(example.spatial_dims))
+    if "component" in example.ds["wave"].dims:
+        info["components"] = ",".join(str(c) for c in example.ds["component"].values)
     variables: dict[str, Any] = {"u_ft": mat_order(example.ds["wave"])}
     if "mre" in example:
         variables["mre"] = mat_order(example.ds["mre"])
@@ -146,7 +151,7 @@ def _load_mat(
         freqs = np.atleast_1d(np.asarray(frequency, dtype=float)).tolist()
     else:
         freqs = None
-        for key in ("frequencies_hz", "frequency_hz", "frequency", "frequencies", "freq"):
+        for key in FREQUENCY_KEYS:  # the first one stated wins (see FREQUENCY_KEYS)
             if key in lookup:
                 try:
                     freqs = np.atleast_1d(np.asarray(lookup[key], dtype=float)).ravel().tolist()
@@ -157,8 +162,9 @@ def _load_mat(
                 break
     if not freqs:
         raise MREMissingFrequency(
-            f"{path}: the vibration frequency is missing (no info.frequencies_Hz); pass "
-            "frequency= in Hz (CLI: --frequency)."
+            f"{path}: the vibration frequency is missing (no info.frequencies_Hz, nor another "
+            f"info field or variable named {', '.join(FREQUENCY_KEYS)}, in any letter case); "
+            "pass frequency= in Hz (CLI: --frequency)."
         )
 
     # MATLAB axes: (y, x[, z][, component][, frequency]); BIOQIC puts rows = y
@@ -188,11 +194,16 @@ def _load_mat(
             f"{path}: '{name}' has shape {shape}; expected (y, x[, z][, component][, frequency])."
         )
     declared = _declared_spatial_ndim(lookup)
+    # save_mat writes the component labels with spatial_ndim; alone they are someone else's
+    labels = _declared_components(lookup) if declared is not None else None
     if declared is None:
         spatial_ndim = 2 if len(rest) == 2 else 3
     else:
-        if len(rest) < declared:  # singleton axes dropped above (one z slice, one component)
-            u = u.reshape(*u.shape, *(1,) * (declared - len(rest)))
+        # the axes the file says it has: singleton ones (one z slice, one component) were
+        # dropped above, or by MATLAB
+        want = declared + (1 if labels is not None else 0)
+        if len(rest) < want:
+            u = u.reshape(*u.shape, *(1,) * (want - len(rest)))
             rest = u.shape[1:] if multi else u.shape
         if len(rest) - declared not in (0, 1):
             raise MREInputError(
@@ -200,6 +211,12 @@ def _load_mat(
                 "spatial axes; expected (y, x[, z][, component][, frequency])."
             )
         spatial_ndim = declared
+    if labels is not None and (len(rest) != spatial_ndim + 1 or rest[-1] != len(labels)):
+        raise MREInputError(
+            f"{path}: info.components names {len(labels)} component(s) "
+            f"({','.join(labels)}) but '{name}' has shape {shape}; fix or remove "
+            "info.components."
+        )
     if not np.iscomplexobj(u):
         raise MREInputError(
             f"{path}: '{name}' is real ({u.dtype}); the wave must be complex (a phase "
@@ -254,7 +271,7 @@ def _load_mat(
         mre = np.moveaxis(mre, -1, 0)
     if components is None:
         nc = u.shape[-1] if len(rest) == spatial_ndim + 1 else 0
-        known = _MAT_COMPONENTS.get(name)
+        known = labels if labels is not None else _MAT_COMPONENTS.get(name)
         components = known if known is not None and len(known) == nc else None
     density = float(np.asarray(lookup.get("density", 1000.0)).ravel()[0])
     return MREExample.from_numpy(
@@ -278,6 +295,15 @@ def _declared_spatial_ndim(lookup: dict[str, Any]) -> int | None:
     except (KeyError, TypeError, ValueError, IndexError):
         return None
     return value if value in (2, 3) else None
+
+
+def _declared_components(lookup: dict[str, Any]) -> list[str] | None:
+    """``info.components`` (written by :func:`save_mat`): the labels of the wave's
+    component axis as comma-separated text, else None (no component axis declared)."""
+    value = lookup.get("components")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return [c.strip() for c in value.split(",")]
 
 
 def _describe(v: Any) -> str:
@@ -508,6 +534,12 @@ def _mat73_bytes(variables: Mapping[str, np.ndarray], info: Mapping[str, Any]) -
     import h5py
 
     def put(group: Any, name: str, value: Any) -> None:
+        if isinstance(value, str):  # MATLAB char: UTF-16 code units, a 1 × n row
+            codes = np.frombuffer(value.encode("utf-16-le"), dtype="<u2").reshape(1, -1)
+            ds = group.create_dataset(name, data=np.ascontiguousarray(codes.T))
+            ds.attrs["MATLAB_class"] = np.bytes_("char")
+            ds.attrs["MATLAB_int_decode"] = np.int32(2)
+            return
         a = np.asarray(value)
         if np.iscomplexobj(a):
             dt = np.dtype([("real", "<f8"), ("imag", "<f8")])

@@ -3,8 +3,9 @@
 
 The layout: ``wave*.nii[.gz]`` as real/imaginary or magnitude/phase parts (or one complex
 NIfTI), optional ``anat*``, ``mask*``/``liver*`` and ``mre*`` images, and a JSON sidecar
-with ``"frequency"`` in Hz. Input files are only ever opened for reading; every problem is
-one :class:`~napari_mrepinn.data.MREInputError` naming the file and what is wrong.
+with ``"frequency"`` in Hz (or another key of :data:`~napari_mrepinn.data.FREQUENCY_KEYS`).
+Input files are only ever opened for reading; every problem is one
+:class:`~napari_mrepinn.data.MREInputError` naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .data import (
+    FREQUENCY_KEYS,
     SPATIAL_DIMS,
     MREExample,
     MREInputError,
@@ -36,7 +38,6 @@ _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # NIfTI spatial unit codes (nibabel's names) -> metres; "unknown" is read as mm, the
 # unit nearly every scanner converter writes
 _NIFTI_UNIT_M = {"meter": 1.0, "mm": 1e-3, "micron": 1e-6, "unknown": 1e-3}
-_FREQ_KEYS = ("frequency", "frequency_hz", "frequencies", "frequencies_hz", "freq", "freq_hz")
 
 
 def is_mre_folder(folder: str | os.PathLike) -> bool:
@@ -305,7 +306,7 @@ def _sidecar(folder: Path) -> tuple[dict[str, Any], list[str]]:
 
 
 def _frequency_from_meta(meta: Mapping[str, Any], folder: Path) -> list[float] | None:
-    for key in _FREQ_KEYS:
+    for key in FREQUENCY_KEYS:  # the first one stated wins (see FREQUENCY_KEYS)
         if key in meta:
             value, f = meta[key]
             try:
@@ -344,7 +345,8 @@ def _load_nifti_folder(
         hint = f" (unreadable: {'; '.join(bad_json)})" if bad_json else ""
         raise MREMissingFrequency(
             f"{folder}: the vibration frequency is missing; add a sidecar mre.json with "
-            f'{{"frequency": <Hz>}}{hint} or pass frequency= in Hz (CLI: --frequency).'
+            f'{{"frequency": <Hz>}} (or one of the keys {", ".join(FREQUENCY_KEYS)}){hint} '
+            "or pass frequency= in Hz (CLI: --frequency)."
         )
 
     # ---- axes: NIfTI is (i, j, k[, component][, frequency]) = (x, y, z, ...)

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .data import MREExample, MREInputError
+from .data import FREQUENCY_KEYS, MREExample, MREInputError
 from .phase_series import (
     _DIR_KEYS,
-    _FREQ_KEYS,
     PathLike,
     _as_list,
     _finish,
@@ -227,7 +226,7 @@ def load_phase_nifti(
         sdirs = _as_list(_meta_value(meta, _DIR_KEYS))
         vols = [phase] if raw.ndim == 4 else [phase[..., d] for d in range(raw.shape[4])]
         for d, vol in enumerate(vols):
-            smeta = {k: v for k, v in meta.items() if k in _FREQ_KEYS}
+            smeta = {k: v for k, v in meta.items() if k in FREQUENCY_KEYS}
             if sdirs is not None and len(sdirs) == len(vols):
                 smeta["direction"] = sdirs[d]
             lab = label if len(vols) == 1 else f"{label} [direction {d + 1}]"

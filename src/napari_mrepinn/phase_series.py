@@ -12,7 +12,7 @@ module holds what they share:
   files (``{"frequency": 60, "direction": "x"}`` per series folder, or ``{"frequency": [...],
   "directions": [...]}`` for a folder of several series, or ``{"series": {"<SeriesNumber>":
   {"frequency": ..., "direction": ...}}}``); keys are matched case-insensitively
-  (``_FREQ_KEYS``, ``_DIR_KEYS``).
+  (:data:`~napari_mrepinn.data.FREQUENCY_KEYS`, first stated wins; ``_DIR_KEYS``).
 - **Assignment** (:func:`_assign`): phase series are taken path by path in the order given,
   and within one path by SeriesNumber; they are assigned frequency by frequency and, within
   each frequency, direction by direction, into a rectangular (frequency × direction) table.
@@ -31,12 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .data import MREExample, MREInputError, parse_frequencies
+from .data import FREQUENCY_KEYS, MREExample, MREInputError, parse_frequencies
 from .preprocess import DIRECTIONS, prepare
 
 PathLike = str | os.PathLike
-_FREQ_KEYS = ("frequency", "frequency_hz", "frequencies", "frequencies_hz", "mre_frequency",
-              "vibration_frequency")
 _DIR_KEYS = ("direction", "directions", "motion_encoding_direction",
              "motion_encoding_directions", "encoding_direction", "encoding_directions")
 
@@ -118,7 +116,7 @@ def _folder_sidecar(folder: Path, cache: dict[Path, dict]) -> dict[str, Any]:
         for f in sorted(folder.glob("*.json")):
             content = _read_json(f)
             for k, v in content.items():
-                if k in _FREQ_KEYS or k in _DIR_KEYS or k in ("series", "encoding_sensitivity"):
+                if k in FREQUENCY_KEYS or k in _DIR_KEYS or k in ("series", "encoding_sensitivity"):
                     meta.setdefault(k, v)
     cache[folder] = meta
     return meta
@@ -196,7 +194,7 @@ def _assign(
     n = len(series)
     freqs = _as_list(frequency)
     if freqs is None:
-        freqs = _as_list(_meta_value(top_meta, _FREQ_KEYS))
+        freqs = _as_list(_meta_value(top_meta, FREQUENCY_KEYS))
     dirs = _as_list(directions)
     if dirs is None:
         dirs = _as_list(_meta_value(top_meta, _DIR_KEYS))
@@ -233,7 +231,7 @@ def _assign(
             )
         # what options do not say, each series' own sidecar may
         for i, s in enumerate(series):
-            sf = _as_list(_meta_value(s.meta, _FREQ_KEYS))
+            sf = _as_list(_meta_value(s.meta, FREQUENCY_KEYS))
             sd = _as_list(_meta_value(s.meta, _DIR_KEYS))
             if freqs is not None:
                 if len(freqs) == 1:
@@ -271,7 +269,7 @@ def _assign(
             raise MREInputError(
                 f"the vibration frequency is missing for {_series_table(missing_f)}: the {fmt} "
                 f"files do not state it. Pass {flag} or put {{\"frequency\": HZ}} in a "
-                "mre.json next to the files."
+                f"mre.json next to the files (or one of the keys {', '.join(FREQUENCY_KEYS)})."
             )
         if missing_d:
             raise MREInputError(

@@ -11,7 +11,9 @@ and records what ran (with its options and counts) in ``example.ds.attrs["prepro
    ``"none"``; then :func:`align_offsets` removes the arbitrary 2π multiple each volume got;
 3. :func:`first_harmonic` — temporal Fourier transform over N ≥ 3 evenly spaced offsets;
 4. :func:`phase_to_displacement` — when the motion-encoding sensitivity is known;
-5. :func:`smooth`, :func:`bandpass`, :func:`remove_divergence` — optional filters;
+5. :func:`smooth`, :func:`bandpass`, :func:`remove_divergence` — optional filters (this
+   :func:`smooth` filters numpy arrays once, before any inversion; the inversions' own
+   smoothing of named-dim fields is :func:`napari_mrepinn.baselines.smooth`);
 6. :func:`magnitude_mask`; the anatomy is the mean magnitude.
 
 The unwrapping (step 2) lives in :mod:`napari_mrepinn.phase_unwrap` and the filters (step 5)

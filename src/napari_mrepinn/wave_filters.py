@@ -1,7 +1,8 @@
 """Optional filters of complex MRE wave fields ``(..., x, y, z)``: smoothing, band-pass and
 divergence removal.
 
-:func:`smooth` (complex Gaussian), :func:`bandpass` (radial Butterworth in k-space) and
+:func:`smooth` (complex Gaussian; not :func:`napari_mrepinn.baselines.smooth`, the
+inversions' own smoothing of named-dim fields), :func:`bandpass` (radial Butterworth in k-space) and
 :func:`remove_divergence` (Helmholtz–Hodge projection onto the shear part) are the optional
 steps 5 of :func:`napari_mrepinn.preprocess.prepare`; the public names are re-exported by
 :mod:`napari_mrepinn.preprocess`. Spacings are in metres, cut-offs in cycles/m.
@@ -26,7 +27,16 @@ def smooth(
     *,
     in_plane: bool = True,
 ) -> np.ndarray:
-    """Complex Gaussian smoothing of ``(..., x, y, z)`` fields.
+    """Complex Gaussian smoothing of ``(..., x, y, z)`` numpy fields: a preprocessing filter.
+
+    The optional smoothing step of :func:`napari_mrepinn.preprocess.prepare`
+    (``smoothing=σ``), re-exported as :func:`napari_mrepinn.preprocess.smooth`: use it to
+    clean a wave field once, before any inversion (it is recorded in the example's
+    preprocessing history). Not to be confused with
+    :func:`napari_mrepinn.baselines.smooth` (defined in
+    :mod:`napari_mrepinn.finite_differences`), which smooths a named-dim
+    :class:`xarray.DataArray` along chosen dims, Gaussian or Savitzky–Golay, as the
+    smoothing step of the direct inversions (``ahi``/``mdev`` ``smoothing=``).
 
     Parameters
     ----------

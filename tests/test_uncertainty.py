@@ -24,6 +24,33 @@ def test_ensemble_maps_are_mean_and_relative_spread():
     assert maps["mu_uncertainty"].attrs["coverage"] == uncertainty.COVERAGE
 
 
+def test_ensemble_result_is_the_first_member_with_the_maps_and_the_seeds():
+    # one assembly for fit_ensemble (processes) and the napari dock (members in turn)
+    ex = simulate.cylinder(shape=(8, 8), seed=0)
+    grid = ex.ds["mre"]
+    members = []
+    for k, seed in enumerate((5, 6)):
+        member = xr.Dataset({"mu_pred": grid * (1 + k), "wave_pred": ex.ds["wave"] * k})
+        member.attrs = {"frequency": ex.frequency,
+                        "mrepinn_settings_json": json.dumps({"seconds": 1.0 + k, "iters": 9}),
+                        "mrepinn_config_json": f"config {seed}"}
+        members.append(member)
+    out = uncertainty.ensemble_result(ex, members, [5, 6])
+    np.testing.assert_allclose(out.ds["mu_pred"].values, 1.5 * grid.values)
+    np.testing.assert_allclose(out.ds["wave_pred"].values, 0 * ex.ds["wave"].values)
+    np.testing.assert_allclose(out.ds["mu_spread"].values, np.std([1, 2], ddof=1) / 1.5)
+    assert out.ds.attrs["mrepinn_config_json"] == "config 5"  # the first member's record
+    s = json.loads(out.ds.attrs["mrepinn_settings_json"])
+    assert s["iters"] == 9 and s["ensemble_members"] == 2 and s["ensemble_seeds"] == [5, 6]
+    assert s["ensemble_seconds"] == [1.0, 2.0]
+    assert s["uncertainty_calibration"] == uncertainty.CALIBRATION
+    assert "mu_spread" not in ex.ds  # a copy
+    with pytest.raises(MREInputError, match="at least 2 members"):
+        uncertainty.ensemble_result(ex, members[:1], [5])
+    assert uncertainty.ensemble_seeds(3, 3) == [3, 4, 5]
+    assert len(set(uncertainty.ensemble_seeds(None, 3))) == 3
+
+
 @pytest.fixture(scope="module")
 def small():
     return simulate.cylinder(shape=(24, 24), seed=0).add_gaussian_noise(1e-3, seed=0)

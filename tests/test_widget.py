@@ -7,6 +7,7 @@ Every test here uses a viewer or qtbot, so conftest marks it ``gui``.
 """
 
 import dataclasses
+import json
 import os
 import time
 
@@ -16,7 +17,7 @@ import pytest
 from qtpy.QtCore import QThread, QTimer
 
 from conftest import add_example_layers
-from napari_mrepinn import simulate, training
+from napari_mrepinn import simulate, training, uncertainty
 from napari_mrepinn._widget import InversionWidget, TrainingWidget
 from napari_mrepinn.data import MREExample, MREInputError
 
@@ -553,3 +554,115 @@ def test_joint_fit_of_a_multi_frequency_example(make_napari_viewer, qtbot):
         assert np.isfinite(viewer.layers["mu_pred"].data).any()
     finally:
         w.shutdown()
+
+
+# ---------------------------------------------------------------------- ensembles
+def _members(w: TrainingWidget) -> list[dict]:
+    """What the worker reports after each ensemble member (results, model, completed)."""
+    seen: list[dict] = []
+    w._runner.member_finished.connect(seen.append)
+    return seen
+
+
+def _shown_kpa(example: MREExample, mu) -> np.ndarray:
+    """The mu_pred layer's data for the modulus ``mu`` (|G*| in kPa, NaN outside the mask)."""
+    return np.where(np.asarray(example.ds["mre_mask"]) > 0, np.abs(mu) / 1e3, np.nan).T
+
+
+def test_ensemble_in_the_dock(dock, qtbot, tmp_path):
+    from napari_mrepinn._writer import write_mre_example
+
+    viewer, w = dock
+    _small(w, n_iters=30, refresh=10)
+    w.stop_tol.value = 0.0
+    w.ensemble_members.value = 2
+    members, statuses = _members(w), []
+    # after the dock's own slot (Qt calls them in order): the status each report set
+    w._runner.progress.connect(lambda _: statuses.append(w.status.value))
+    assert w.start()
+    assert w.wait(120) and w.last_error is None
+    assert any(s.startswith("member 2/2 · it ") for s in statuses), statuses
+    assert w.status.value.startswith("done: ensemble of 2 fits (seeds 0, 1)")
+    assert [(m["member"], m["completed"], m["model"].config.seed) for m in members] == \
+        [(0, True, 0), (1, True, 1)]
+    result = w.result_example
+    # mu_pred is the members' mean, the maps are ensemble_maps of the members' results
+    maps = uncertainty.ensemble_maps([m["results"]["mu_pred"] for m in members])
+    for name in ("mu_pred", "mu_spread", "mu_uncertainty"):
+        np.testing.assert_allclose(result.ds[name].values, maps[name].values, rtol=1e-6)
+    assert not np.allclose(result.ds["mu_pred"], members[0]["results"]["mu_pred"])
+    np.testing.assert_allclose(viewer.layers["mu_pred"].data, _shown_kpa(result, maps["mu_pred"]),
+                               rtol=1e-5)
+    for name in ("mu_spread", "mu_uncertainty"):
+        data = viewer.layers[name].data
+        assert np.isfinite(data).all() and data.max() > 0  # the cylinder's mask is the grid
+        assert viewer.layers[name].metadata["unit"] == "%"
+    settings = json.loads(result.ds.attrs["mrepinn_settings_json"])
+    assert settings["ensemble_members"] == 2 and settings["ensemble_seeds"] == [0, 1]
+    assert len(settings["ensemble_seconds"]) == 2 and settings["iters"] == 30
+    assert w.model is None and not w.resume_button.enabled  # no one network to continue
+
+    # File > Save of the layers writes the maps and the seeds
+    path = write_mre_example(tmp_path / "ens.nc",
+                             [layer.as_layer_data_tuple() for layer in viewer.layers])
+    saved = MREExample.load(path[0])
+    assert {"mu_spread", "mu_uncertainty"} <= set(saved.ds.data_vars)
+    np.testing.assert_allclose(saved.ds["mu_pred"].values, maps["mu_pred"].values, rtol=1e-6)
+    assert json.loads(saved.ds.attrs["mrepinn_settings_json"])["ensemble_seeds"] == [0, 1]
+
+    # a single fit next: the ensemble's maps go (they do not describe its mu_pred)
+    w.ensemble_members.value = 1
+    assert w.start() and w.wait(120)
+    assert "mu_spread" not in viewer.layers and "mu_uncertainty" not in viewer.layers
+    assert w.status.value.startswith("done: iteration 30")
+
+
+def test_stopping_an_ensemble_keeps_the_finished_member(dock, qtbot, monkeypatch):
+    viewer, w = dock
+    real_step = training.MREPINNModel.step
+
+    def slow_after_the_first(self, **kwargs):  # members 2 and 3 outlast any poll
+        if self.config.seed > 0:
+            time.sleep(0.05)
+        return real_step(self, **kwargs)
+
+    monkeypatch.setattr(training.MREPINNModel, "step", slow_after_the_first)
+    _small(w, n_iters=30, refresh=10)
+    w.stop_tol.value = 0.0
+    w.ensemble_members.value = 3
+    members = _members(w)
+    assert w.start()
+    qtbot.waitUntil(lambda: w.model is not None and w.model.config.seed == 1
+                    and w.model.iteration >= 2, timeout=60_000)
+    assert w.status.value.startswith("member 2/3")
+    w.stop()
+    assert w.wait(60) and not w.is_running
+    assert [(m["member"], m["completed"]) for m in members] == [(0, True), (1, False)]
+    assert w.status.value.startswith("stopped in member 2/3: showing member 1 (seed 0)")
+    first = members[0]["results"]["mu_pred"]
+    result = w.result_example
+    np.testing.assert_allclose(result.ds["mu_pred"].values, first.values)
+    np.testing.assert_allclose(viewer.layers["mu_pred"].data, _shown_kpa(result, first),
+                               rtol=1e-5)
+    assert "mu_spread" not in viewer.layers and "mu_uncertainty" not in result.ds
+    assert json.loads(result.ds.attrs["mrepinn_config_json"])["seed"] == 0
+    assert w.model is members[0]["model"] and w.model.iteration == 30  # Resume continues it
+
+
+def test_one_ensemble_member_is_the_single_fit(dock, qtbot):
+    viewer, w = dock
+    assert w.ensemble_members.value == 1 and w.config().ensemble_members == 1
+    assert "ensemble members" in w.ensemble_members.label
+    _small(w, n_iters=30, refresh=10)
+    members, statuses = _members(w), []
+    # after the dock's own slot (Qt calls them in order): the status each report set
+    w._runner.progress.connect(lambda _: statuses.append(w.status.value))
+    assert w.start() and w.wait(120) and w.last_error is None
+    assert members == [] and not any("member" in s for s in statuses)
+    assert w.status.value.startswith("done: iteration 30")
+    assert w.model is not None and w.model.config.seed == 0 and w.resume_button.enabled
+    result = w.result_example
+    assert "mu_spread" not in result.ds and "mu_uncertainty" not in result.ds
+    assert "mu_spread" not in viewer.layers and "mu_uncertainty" not in viewer.layers
+    assert result.ds.attrs["mrepinn_iteration"] == 30
+    np.testing.assert_allclose(result.ds["mu_pred"].values, w.results["mu_pred"].values)

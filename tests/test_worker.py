@@ -170,6 +170,48 @@ def test_build_failure_is_reported(qtbot):
     assert failed == ["ValueError: bad input: wave is empty"]
 
 
+def test_ensemble_members_train_one_after_the_other_and_stop_together(qtbot):
+    # the napari dock's ensemble: several model factories, one thread, one member at a time
+    models = [FakeModel(delay=0.001), FakeModel(delay=0.01), FakeModel()]
+    built: list[int] = []
+
+    def factory(i):
+        def build():
+            built.append(i)
+            return models[i]
+        return build
+
+    runner = TrainingRunner()
+    members, progress = [], []
+    runner.member_finished.connect(members.append)
+    runner.progress.connect(progress.append)
+    runner.start(TrainingWorker([factory(i) for i in range(3)], 20, refresh_every=5,
+                                min_refresh_interval=0.0))
+    assert runner.wait(20)
+    assert built == [0, 1, 2] and [m.iteration for m in models] == [20, 20, 20]
+    assert len({t for m in models for t in m.threads}) == 1  # the same worker thread
+    assert [(m["member"], m["members"], m["completed"]) for m in members] == \
+        [(0, 3, True), (1, 3, True), (2, 3, True)]
+    for m, model in zip(members, models, strict=True):
+        assert m["model"] is model and m["seconds"] > 0
+        assert np.all(m["results"]["mu_pred"].values == 20)  # its final state, a copy
+    assert {p["member"] for p in progress} == {0, 1, 2}  # each member reports itself
+
+    # a stop during member 2 (200 iterations of 50 ms) ends it and builds no member 3
+    models = [FakeModel(delay=0.001), FakeModel(delay=0.05), FakeModel()]
+    built.clear()
+    members.clear()
+    runner.start(TrainingWorker([factory(i) for i in range(3)], 200))
+    try:
+        qtbot.waitUntil(lambda: models[1].iteration > 2, timeout=10_000)
+        runner.stop()
+        assert runner.wait(10)
+    finally:
+        runner.shutdown()
+    assert built == [0, 1] and models[2].iteration == 0
+    assert [(m["member"], m["completed"]) for m in members] == [(0, True), (1, False)]
+
+
 def test_shutdown_joins_thread(qtbot):
     model = FakeModel()
     runner, _ = _run(qtbot, model, n_iters=100_000)

@@ -94,6 +94,9 @@ LAYER_STYLES: dict[str, dict[str, Any]] = {
                       opacity=0.7, limits="modulus", masked=True, visible=False, unit="kPa"),
     "mu_alpha": dict(type="image", value="real", colormap="viridis", blending="translucent",
                      opacity=0.7, limits="percentile", masked=True, visible=False, unit=""),
+    "mu_spread": dict(type="image", value="percent", colormap="viridis",
+                      blending="translucent", opacity=0.7, limits="percentile",
+                      masked=True, visible=False, unit="%"),
     "mu_uncertainty": dict(type="image", value="percent", colormap="viridis",
                            blending="translucent", opacity=0.7, limits="percentile",
                            masked=True, visible=False, unit="%"),
@@ -105,7 +108,7 @@ LAYER_STYLES: dict[str, dict[str, Any]] = {
 
 #: Result layers, in the order they are added (the later, the higher in the stack).
 RESULT_NAMES = (
-    "kmdev_speed", "mu_ahi", "mu_mdev", "mu_alpha", "mu_uncertainty", "mu_pred_f",
+    "kmdev_speed", "mu_ahi", "mu_mdev", "mu_alpha", "mu_spread", "mu_uncertainty", "mu_pred_f",
     "pde_residual", "wave_pred", "wave_diff", "mu_diff", "mu_pred",
 )
 _INPUT_NAMES = ("anat", "wave", "mre", "mre_mask")
@@ -613,16 +616,18 @@ def _with_results(example: MREExample, results: Mapping[str, Any]) -> MREExample
     return example
 
 
-def _copy_results(src: MREExample, dst: MREExample) -> None:
-    """Copy result variables into the viewer's example when both share the grid."""
+def _copy_results(src: MREExample, dst: MREExample) -> bool:
+    """Copy result variables into the viewer's example when both share the grid (True
+    when they did)."""
     for d in dst.spatial_dims:
         if d not in src.ds.coords or src.ds.sizes.get(d) != dst.ds.sizes.get(d):
-            return
+            return False
         if not np.allclose(src.ds[d].values, dst.ds[d].values):
-            return
+            return False
     for name in RESULT_NAMES:
         if name in src.ds and name not in ("wave_diff", "mu_diff"):
             dst.ds[name] = src.ds[name]
+    return True
 
 
 def empty_results(example: MREExample, *, ahi: bool = False) -> MREExample:

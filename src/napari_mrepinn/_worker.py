@@ -8,6 +8,8 @@ Design
   through a ``training.Callback``, with torch's CPU threads set by the one thread policy
   (:func:`napari_mrepinn.recipe.torch_threads`). It uses the model's public API only
   (``train``, ``results``, ``iteration``, ``history``, ``stop_training``, ``example``).
+  Given several factories (the members of an ensemble), it builds and trains them one
+  after the other in the same thread, each like a single run; a stop ends them all.
 * The callback runs in the worker thread. It emits *copies* only: ``progress`` (iteration,
   losses, it/s; throttled to ~10 Hz), ``record`` (each history record) and ``snapshot``
   (the full-grid ``results()`` as a numpy-backed ``xarray.Dataset`` every refresh period).
@@ -27,7 +29,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from qtpy.QtCore import QCoreApplication, QElapsedTimer, QObject, QThread, Signal, Slot
@@ -63,11 +65,14 @@ class TrainingWorker(QObject):
 
     Parameters
     ----------
-    build_model : callable
+    build_model : callable or sequence of callables
         ``build_model() -> MREPINNModel``, called in the worker thread. It may return an
-        existing (e.g. restored) model to continue its run.
+        existing (e.g. restored) model to continue its run. Several: the members of an
+        ensemble, built and trained one after the other with the same settings (each
+        member ends with its final snapshot and ``member_finished``); a stop ends the
+        member in training and starts no other.
     n_iters : int
-        Iterations to train in this run.
+        Iterations to train in this run (per member).
     display_every : int
         History (loss) record period passed to ``train``.
     refresh_every : int
@@ -100,17 +105,20 @@ class TrainingWorker(QObject):
         napari objects.
     """
 
-    progress = Signal(object)  # dict(iteration, total, losses, its)
+    progress = Signal(object)  # dict(iteration, total, losses, its, member, members)
     record = Signal(object)  # one history record (a dict copy)
     snapshot = Signal(object)  # dict(iteration, results=xr.Dataset deep copy, final)
     model_ready = Signal(object)  # the model, once built
+    # dict(member, members, model, results, seconds, completed): after each member of an
+    # ensemble (completed: it was not stopped; results: its final snapshot's, or None)
+    member_finished = Signal(object)
     paused_changed = Signal(bool)  # True once the loop actually blocks, False when it goes on
     failed = Signal(str, str)  # one-line cause, full traceback
     finished = Signal()  # always last
 
     def __init__(
         self,
-        build_model: Callable[[], Any],
+        build_model: Callable[[], Any] | Sequence[Callable[[], Any]],
         n_iters: int,
         *,
         display_every: int = 10,
@@ -124,7 +132,8 @@ class TrainingWorker(QObject):
         ready: threading.Event | None = None,
     ) -> None:
         super().__init__()
-        self._build_model = build_model
+        self._builds = [build_model] if callable(build_model) else list(build_model)
+        self._member = 0  # index of the member in training
         self._extra_callbacks = callbacks
         self._prepare_snapshot = prepare_snapshot
         self._ready = ready
@@ -190,15 +199,11 @@ class TrainingWorker(QObject):
             if self._stop.is_set():
                 return
             with torch_threads(self.threads):
-                model = self._build_model()
-                self.model = model
-                self.model_ready.emit(model)
-                model.stop_training = self._stop.is_set()
-                self._start_iteration = int(model.iteration)
-                self._times.append((self._start_iteration, time.perf_counter()))
-                self._train(model)
-                if self.n_iters > 0:
-                    self._emit_snapshot(model, final=True)  # the final state, off the grid too
+                for i, build in enumerate(self._builds):
+                    if self._stop.is_set():
+                        break
+                    self._member = i
+                    self._run_member(build)
         except BaseException as exc:  # reported, not swallowed: every failure must reach the GUI
             self.error = describe_exception(exc)
             self.failed.emit(self.error, traceback.format_exc())
@@ -210,6 +215,30 @@ class TrainingWorker(QObject):
             if app is not None:
                 self.moveToThread(app.thread())
             self.finished.emit()
+
+    def _run_member(self, build: Callable[[], Any]) -> None:
+        """Build one model and train it (the whole run of a single fit)."""
+        model = build()
+        self.model = model
+        self.model_ready.emit(model)
+        model.stop_training = self._stop.is_set()
+        self._start_iteration = int(model.iteration)
+        self._times.clear()  # the it/s of this member only
+        self._times.append((self._start_iteration, time.perf_counter()))
+        self._last_progress = 0.0  # report at its first iteration (the member changed)
+        t0 = time.perf_counter()
+        self._train(model)
+        seconds = time.perf_counter() - t0
+        # stopped, not finished: its iterations were cut short (a converged stop is not this)
+        completed = not self._stop.is_set()
+        results = None
+        if self.n_iters > 0:
+            results = self._emit_snapshot(model, final=True)  # the final state, off the grid too
+        if len(self._builds) > 1:
+            self.member_finished.emit({
+                "member": self._member, "members": len(self._builds), "model": model,
+                "results": results, "seconds": seconds, "completed": completed,
+            })
 
     def _train(self, model: Any) -> None:
         callbacks: list[Callback] = [_QtBridge(self)]
@@ -274,10 +303,12 @@ class TrainingWorker(QObject):
                 "total": self._start_iteration + self.n_iters,
                 "losses": losses,
                 "its": its,
+                "member": self._member,
+                "members": len(self._builds),
             }
         )
 
-    def _emit_snapshot(self, model: Any, final: bool = False) -> None:
+    def _emit_snapshot(self, model: Any, final: bool = False) -> Any:
         # computed here (worker thread), copied so the loop can never tear what the GUI shows
         t0 = time.perf_counter()
         results = model.results()
@@ -298,6 +329,7 @@ class TrainingWorker(QObject):
                 "prepared": prepared,
             }
         )
+        return results
 
 
 class _QtBridge(Callback):
@@ -318,14 +350,15 @@ class TrainingRunner(QObject):
 
     Signals
     -------
-    progress(dict), record(dict), snapshot(dict), model_ready(model), paused_changed(bool),
-    failed(str, str), finished()
+    progress(dict), record(dict), snapshot(dict), model_ready(model), member_finished(dict),
+    paused_changed(bool), failed(str, str), finished()
     """
 
     progress = Signal(object)
     record = Signal(object)
     snapshot = Signal(object)
     model_ready = Signal(object)
+    member_finished = Signal(object)
     paused_changed = Signal(bool)
     failed = Signal(str, str)
     finished = Signal()
@@ -365,6 +398,7 @@ class TrainingRunner(QObject):
         worker.record.connect(self._relay_record)
         worker.snapshot.connect(self._relay_snapshot)
         worker.model_ready.connect(self._relay_model_ready)
+        worker.member_finished.connect(self._relay_member_finished)
         worker.paused_changed.connect(self._relay_paused)
         worker.failed.connect(self._relay_failed)
         worker.finished.connect(thread.quit)
@@ -440,6 +474,10 @@ class TrainingRunner(QObject):
     @Slot(object)
     def _relay_model_ready(self, model: object) -> None:
         self.model_ready.emit(model)
+
+    @Slot(object)
+    def _relay_member_finished(self, info: object) -> None:
+        self.member_finished.emit(info)
 
     @Slot(bool)
     def _relay_paused(self, paused: bool) -> None:

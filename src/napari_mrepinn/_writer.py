@@ -3,7 +3,9 @@
 The layers only hold display versions (real parts, kPa, NaN outside the mask), so the
 writer saves the :class:`~napari_mrepinn.data.MREExample` found in the layers'
 ``metadata["mre_example"]``, with the result variables of any other example among the
-layers merged in when they share its grid. The file is written by
+layers merged in when they share its grid, and the record of the run that made them (the
+``mrepinn_*`` attrs of :func:`napari_mrepinn.recipe.result_attrs`: configuration, settings
+such as an ensemble's seeds, history) when it has one. The file is written by
 :meth:`MREExample.save` through :mod:`napari_mrepinn.outputs`: to a unique temporary name,
 then moved into place, so an interrupted or failed save (full disk, no permission) never
 leaves a half-written file nor destroys an earlier one, and the error is one notification.
@@ -30,6 +32,16 @@ def _examples(layer_data: Sequence[tuple[Any, ...]]) -> list[MREExample]:
         if ex is not None and all(ex is not s for s in seen):
             seen.append(ex)
     return seen
+
+
+def _copy_run_record(src: MREExample, dst: MREExample) -> None:
+    """The ``mrepinn_*`` attrs of the run that made the results of ``src`` replace those of
+    ``dst`` (whose results they replaced); results without a record leave ``dst``'s."""
+    if "mrepinn_config_json" not in src.ds.attrs:
+        return
+    for key in [k for k in dst.ds.attrs if k.startswith("mrepinn_")]:
+        del dst.ds.attrs[key]
+    dst.ds.attrs.update({k: v for k, v in src.ds.attrs.items() if k.startswith("mrepinn_")})
 
 
 def write_mre_example(path: str | os.PathLike, layer_data: Sequence[tuple[Any, ...]]) -> list[str]:
@@ -69,7 +81,8 @@ def write_mre_example(path: str | os.PathLike, layer_data: Sequence[tuple[Any, .
     out = base.copy()
     for other in examples:
         if other is not base and any(n in other for n in RESULT_NAMES):
-            _copy_results(other, out)
+            if _copy_results(other, out):
+                _copy_run_record(other, out)
     target = Path(path)
     if not target.name.lower().endswith(".nc"):
         target = target.with_name(target.name + ".nc")

@@ -263,7 +263,7 @@ class TrainingConfig:
     ensemble_members: int = _opt(
         1, "fit this many PINNs (seeds seed, seed+1, ...) and report their mean, spread and "
         "the calibrated uncertainty map mu_uncertainty (1 = one fit)", label="ensemble members",
-        minimum=1, maximum=32, widget=False)
+        minimum=1, maximum=32)
     # -- where it runs
     seed: int | None = _opt(0, "seed of the initialisation and sampling (None = random)",
                             label="seed")

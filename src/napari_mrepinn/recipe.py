@@ -37,6 +37,7 @@ __all__ = [
     "auto_omega",
     "build_model",
     "fit",
+    "result_attrs",
     "result_config",
     "schedule_callbacks",
     "torch_threads",
@@ -240,10 +241,8 @@ def fit(
         A copy with ``wave_pred``, ``mu_pred``, ``pde_residual`` and ``mu_ahi`` added and the
         attrs ``mrepinn_config_json`` (the configuration), ``mrepinn_settings_json`` (what
         the recipe chose from the data, and the time), ``mrepinn_history_json`` and
-        ``mrepinn_version``.
+        ``mrepinn_version`` (:func:`result_attrs`).
     """
-    from . import __version__
-
     config = _config(config, overrides)
     if config.ensemble_members > 1:
         if callbacks or mu_prior is not None:
@@ -270,15 +269,43 @@ def fit(
         if name in res:
             out.ds[name] = res[name]
     warn_implausible_modulus(out["mu_pred"], out.mask, name="mu_pred", source=out.source)
+    out.ds.attrs.update(result_attrs(model, config, seconds))
+    return out
+
+
+def result_attrs(model: MREPINNModel, config: TrainingConfig, seconds: float
+                 ) -> dict[str, str]:
+    """The record of a finished run that :func:`fit` writes into its result's attrs
+    (the napari dock writes it for the members of an ensemble too).
+
+    Parameters
+    ----------
+    model : MREPINNModel
+        The trained model.
+    config : TrainingConfig
+        The configuration it was built and trained with.
+    seconds : float
+        Training time (s).
+
+    Returns
+    -------
+    dict
+        ``mrepinn_config_json`` (the configuration), ``mrepinn_settings_json`` (what the
+        recipe chose from the data, the iterations run, the convergence, the time and the
+        threads), ``mrepinn_history_json`` (the loss records) and ``mrepinn_version``.
+    """
+    from . import __version__
+
     settings = model.settings()
     settings.update(iters=model.iteration, converged_at=model.converged_at,
                     seconds=round(seconds, 3),
                     threads=resolved_threads(config.threads))
-    out.ds.attrs["mrepinn_config_json"] = config.to_json()
-    out.ds.attrs["mrepinn_settings_json"] = json.dumps(settings)
-    out.ds.attrs["mrepinn_history_json"] = json.dumps(model.history)
-    out.ds.attrs["mrepinn_version"] = __version__
-    return out
+    return {
+        "mrepinn_config_json": config.to_json(),
+        "mrepinn_settings_json": json.dumps(settings),
+        "mrepinn_history_json": json.dumps(model.history),
+        "mrepinn_version": __version__,
+    }
 
 
 def schedule_callbacks(model: MREPINNModel, config: TrainingConfig) -> list[Callback]:

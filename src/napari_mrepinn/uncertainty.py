@@ -23,7 +23,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,8 @@ import xarray as xr
 from .config import TrainingConfig, default_threads
 from .data import MREExample, MREInputError
 
-__all__ = ["CALIBRATION", "COVERAGE", "ensemble_maps", "fit_ensemble"]
+__all__ = ["CALIBRATION", "COVERAGE", "ensemble_maps", "ensemble_result", "ensemble_seeds",
+           "fit_ensemble"]
 
 #: share of the voxels whose relative error the stated uncertainty should cover
 COVERAGE = 0.68
@@ -44,16 +45,25 @@ COVERAGE = 0.68
 CALIBRATION = 1.73
 
 
-def _member(example: MREExample, config: TrainingConfig) -> dict[str, Any]:
-    """One member's fit (in a worker process or here): the maps the ensemble needs."""
+def _member(example: MREExample, config: TrainingConfig) -> xr.Dataset:
+    """One member's fit (in a worker process or here): the maps the ensemble needs, with
+    the attrs :func:`~napari_mrepinn.recipe.fit` wrote (a small object to send back)."""
     from .recipe import fit
 
     out = fit(example, config, progress=False)
     keep = ("wave_pred", "mu_pred", "pde_residual", "mu_ahi", "mu_pred_f", "mu_alpha")
-    return {
-        "ds": out.ds[[n for n in keep if n in out.ds]].copy(deep=True),
-        "attrs": dict(out.ds.attrs),
-    }
+    ds = out.ds[[n for n in keep if n in out.ds]].copy(deep=True)
+    ds.attrs = dict(out.ds.attrs)
+    return ds
+
+
+def ensemble_seeds(seed: int | None, members: int) -> list[int]:
+    """The members' seeds: ``seed, seed + 1, ...``, or a random one each when ``seed`` is
+    None."""
+    if seed is None:
+        rng = np.random.default_rng()
+        return [int(rng.integers(2**31)) for _ in range(int(members))]
+    return [int(seed) + i for i in range(int(members))]
 
 
 def ensemble_maps(members: list[xr.DataArray], calibration: float = CALIBRATION
@@ -76,6 +86,50 @@ def ensemble_maps(members: list[xr.DataArray], calibration: float = CALIBRATION
                      long_name=f"±relative error of |G*| at {COVERAGE:.0%} coverage")
     mean.attrs.update(members[0].attrs)
     return {"mu_pred": mean, "mu_spread": spread, "mu_uncertainty": unc}
+
+
+def ensemble_result(example: MREExample, members: Sequence[xr.Dataset],
+                    seeds: Sequence[int]) -> MREExample:
+    """An ensemble's result from its members' results: what :func:`fit_ensemble` returns
+    (the napari training dock assembles the members it fitted one by one with it too).
+
+    Parameters
+    ----------
+    example : MREExample
+        The example the members were fitted on.
+    members : sequence of xarray.Dataset
+        Each member's result variables (``mu_pred`` in complex Pa, ``wave_pred``...) with
+        the attrs :func:`~napari_mrepinn.recipe.fit` writes (``mrepinn_settings_json``...),
+        at least 2.
+    seeds : sequence of int
+        The members' seeds, in the same order.
+
+    Returns
+    -------
+    MREExample
+        A copy of ``example`` with the first member's variables and attrs, the ensemble's
+        ``mu_pred``, ``mu_spread`` and ``mu_uncertainty`` (:func:`ensemble_maps`), and
+        ``ensemble_members``, ``ensemble_seeds``, ``ensemble_seconds``,
+        ``uncertainty_calibration`` and ``uncertainty_coverage`` in the settings.
+    """
+    if len(members) < 2 or len(seeds) != len(members):
+        raise MREInputError(
+            f"an ensemble result needs at least 2 members and one seed each, got "
+            f"{len(members)} member(s) and {len(seeds)} seed(s).")
+    first = members[0]
+    out = example.copy()
+    for name in first.data_vars:
+        out.ds[name] = first[name]
+    for name, var in ensemble_maps([m["mu_pred"] for m in members]).items():
+        out.ds[name] = var
+    out.ds.attrs.update(first.attrs)
+    settings = json.loads(first.attrs.get("mrepinn_settings_json", "{}"))
+    settings.update(ensemble_members=len(members), ensemble_seeds=[int(s) for s in seeds],
+                    ensemble_seconds=[json.loads(m.attrs.get("mrepinn_settings_json", "{}"))
+                                      .get("seconds") for m in members],
+                    uncertainty_calibration=CALIBRATION, uncertainty_coverage=COVERAGE)
+    out.ds.attrs["mrepinn_settings_json"] = json.dumps(settings)
+    return out
 
 
 def fit_ensemble(
@@ -122,17 +176,16 @@ def fit_ensemble(
     members = int(members)
     config = (config or TrainingConfig()).replace(**overrides)
     config.check(example)
-    base = 0 if config.seed is None else int(config.seed)
-    rng = np.random.default_rng() if config.seed is None else None
-    seeds = [int(rng.integers(2**31)) if rng is not None else base + i for i in range(members)]
+    seeds = ensemble_seeds(config.seed, members)
     threads = config.threads or default_threads()
     if workers is None:
         workers = max(1, min(members, (os.cpu_count() or 1) // max(1, threads)))
-    configs = [config.replace(seed=s, threads=threads) for s in seeds]
-    results: list[dict[str, Any] | None] = [None] * members
+    # each member is one fit (a config asking for an ensemble would fit one per member)
+    configs = [config.replace(seed=s, threads=threads, ensemble_members=1) for s in seeds]
+    results: list[xr.Dataset | None] = [None] * members
     done = 0
 
-    def finished(i: int, res: dict[str, Any]) -> None:
+    def finished(i: int, res: xr.Dataset) -> None:
         nonlocal done
         results[i] = res
         done += 1
@@ -156,19 +209,4 @@ def fit_ensemble(
                 for fut in futures:
                     fut.cancel()
                 raise
-    first = results[0]
-    assert first is not None
-    out = example.copy()
-    for name in first["ds"].data_vars:
-        out.ds[name] = first["ds"][name]
-    maps = ensemble_maps([r["ds"]["mu_pred"] for r in results if r is not None])
-    for name, var in maps.items():
-        out.ds[name] = var
-    out.ds.attrs.update(first["attrs"])
-    settings = json.loads(first["attrs"].get("mrepinn_settings_json", "{}"))
-    settings.update(ensemble_members=members, ensemble_seeds=seeds,
-                    ensemble_seconds=[json.loads(r["attrs"]["mrepinn_settings_json"])
-                                      .get("seconds") for r in results if r is not None],
-                    uncertainty_calibration=CALIBRATION, uncertainty_coverage=COVERAGE)
-    out.ds.attrs["mrepinn_settings_json"] = json.dumps(settings)
-    return out
+    return ensemble_result(example, [r for r in results if r is not None], seeds)

@@ -2,7 +2,9 @@
 
 :class:`TrainingWidget` trains the Qt-free ``MREPINNModel`` (built by
 :func:`napari_mrepinn.recipe.build_model`, the recipe of ``mrepinn fit``) in a QThread
-worker (:mod:`napari_mrepinn._worker`) and shows its predictions live in the viewer.
+worker (:mod:`napari_mrepinn._worker`) and shows its predictions live in the viewer. With
+``ensemble members`` above 1 it trains that many members one after the other in the same
+worker and shows their mean and uncertainty maps (:mod:`._ensemble`).
 Everything napari-side (layers, the plot, notifications) happens in the GUI thread, in slots
 fed by the worker's signals.
 
@@ -33,6 +35,7 @@ from ..recipe import build_model, schedule_callbacks
 from ._checkpoints import CheckpointActions
 from ._common import JOINT, CloseWatcher, show_error
 from ._controls import make_controls, read_config, warmup_note
+from ._ensemble import ENSEMBLE_MAPS, EnsembleRun
 from ._results import ResultLayers
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -173,6 +176,10 @@ class TrainingWidget(CheckpointActions, Container):
         self.last_error: str | None = None
         self._pbar: Any = None
         self._pbar_it0 = 0
+        self._ensemble: EnsembleRun | None = None  # the ensemble training now
+        self._run_iters = 0  # iterations of the run (of each member of an ensemble)
+        self._run_total = 0  # the last iteration of the run (of the member) in training
+        self._member = (0, 1)  # (member in training from 0, members) of the run
         self._closing = False
         self._display_error_shown = False
 
@@ -182,6 +189,7 @@ class TrainingWidget(CheckpointActions, Container):
         self._runner.record.connect(self._on_record)
         self._runner.snapshot.connect(self._on_snapshot)
         self._runner.model_ready.connect(self._on_model_ready)
+        self._runner.member_finished.connect(self._on_member_finished)
         self._runner.paused_changed.connect(self._on_paused_changed)
         self._runner.failed.connect(self._on_failed)
         self._runner.finished.connect(self._on_finished)
@@ -327,6 +335,11 @@ class TrainingWidget(CheckpointActions, Container):
     def start(self) -> bool:
         """Validate the controls and start a new run from scratch.
 
+        With ``ensemble_members`` above 1, the members (seeds ``seed, seed + 1, ...``) train
+        one after the other, each shown live; at the end ``mu_pred`` is their mean, with
+        ``mu_spread`` and ``mu_uncertainty`` (:mod:`napari_mrepinn.uncertainty`). A stop
+        keeps the finished members: two or more are shown as their ensemble, one as its fit.
+
         Returns
         -------
         bool
@@ -345,8 +358,14 @@ class TrainingWidget(CheckpointActions, Container):
         self._history = []
         self._results = None
         self.loss_plot.clear()
-        self._launch(functools.partial(build_model, example, config), example, config,
-                     config.iters, _run_callbacks(config), ahi=config.ahi)
+        self._drop_ensemble_layers()
+        build: Any = functools.partial(build_model, example, config)
+        self._ensemble = None
+        if config.ensemble_members > 1:
+            self._ensemble = EnsembleRun(example, config)
+            build = self._ensemble.builds()
+        self._launch(build, example, config, config.iters, _run_callbacks(config),
+                     ahi=config.ahi)
         return True
 
     def pause(self) -> None:
@@ -376,6 +395,7 @@ class TrainingWidget(CheckpointActions, Container):
         done = model.iteration
         n = config.iters - done if config.iters > done else config.iters
         callbacks = _run_callbacks(config) if done == 0 else None
+        self._ensemble = None  # one model continues, whatever ensemble_members says
         self._launch(lambda: model, model.example, config, n, callbacks)
         return True
 
@@ -426,14 +446,20 @@ class TrainingWidget(CheckpointActions, Container):
                 getattr(events, name).disconnect(self._layers_changed)
         super().close()
 
-    def _launch(self, build: Callable[[], Any], example: MREExample, config: TrainingConfig,
-                n_iters: int, callbacks: Callable[[Any], list[Any]] | None = None, *,
+    def _launch(self, build: Callable[[], Any] | list[Callable[[], Any]], example: MREExample,
+                config: TrainingConfig, n_iters: int,
+                callbacks: Callable[[Any], list[Any]] | None = None, *,
                 ahi: bool = False) -> None:
+        """Start the worker on ``build`` (a model factory, or one per ensemble member, each
+        trained ``n_iters`` iterations)."""
         refresh = int(self.refresh_every.value)
         start_it = self._model.iteration if self._model is not None else 0
+        members = 1 if callable(build) else len(build)
+        self._run_iters, self._run_total = n_iters, start_it + n_iters
+        self._member = (0, members)
         # first: napari's activity bar processes events while it is made, which would run
         # the queued layer additions below in this one event
-        self._open_pbar(start_it, start_it + n_iters)
+        self._open_pbar(start_it, start_it + n_iters * members)
         # the result layers are made now, ahead of the first prediction, and the worker
         # waits for them (see _results)
         self._geometry = self._result_layers.prepare(example, ahi=ahi)
@@ -453,7 +479,7 @@ class TrainingWidget(CheckpointActions, Container):
         self._closing = False
         self._display_error_shown = False
         self._watcher.watch_window(self.native)
-        self.progress_bar.max = max(1, start_it + n_iters)
+        self.progress_bar.max = max(1, start_it + n_iters * members)
         self.progress_bar.value = min(start_it, self.progress_bar.max)
         self.loss_plot.set_x_range(start_it + n_iters)
         self.status.value = "starting…"
@@ -467,6 +493,15 @@ class TrainingWidget(CheckpointActions, Container):
     def _on_model_ready(self, model: "MREPINNModel") -> None:
         self._model = model
         self._example = model.result_example  # with mu_ahi, computed in the worker
+        ens = self._ensemble
+        if ens is not None:
+            ens.started += 1
+            if ens.started > 1:  # the next member: its own run from iteration 0, as shown
+                self._history = []
+                self.loss_plot.clear()
+                self.loss_plot.set_x_range(self._run_iters)
+                self._update_buttons()
+                return  # its AHI map is the one shown already
         if not self._closing and "mu_ahi" in self._example:  # the AHI map, computed now
             self._result_layers.show_now([_layers.variable_layer_data(
                 self._example, "mu_ahi", **self._geometry)])
@@ -480,15 +515,22 @@ class TrainingWidget(CheckpointActions, Container):
         if info.get("losses"):
             self._losses = dict(info["losses"])
         total = int(info["total"])
-        self.progress_bar.max = max(1, total)
-        self.progress_bar.value = min(self._iteration, self.progress_bar.max)
+        member, members = int(info.get("member", 0)), int(info.get("members", 1))
+        self._member, self._run_total = (member, members), total
+        # the bars count the iterations of the whole ensemble (members of equal length)
+        done = member * total + self._iteration
+        self.progress_bar.max = max(1, total * members)
+        self.progress_bar.value = min(done, self.progress_bar.max)
         self.status.value = self._status_text(total)
         if self._pbar is not None:
-            self._pbar.n = self._iteration - self._pbar_it0
+            self._pbar.n = done - self._pbar_it0
             self._pbar.refresh()
 
     def _status_text(self, total: int) -> str:
         parts = [f"it {self._iteration}/{total}"]
+        member, members = self._member
+        if members > 1:
+            parts.insert(0, f"member {member + 1}/{members}")
         if "loss" in self._losses:
             parts.append(f"loss {self._losses['loss']:.3g}")
         parts += [f"{loss_label(k)} {v:.2g}" for k, v in self._losses.items()
@@ -539,9 +581,11 @@ class TrainingWidget(CheckpointActions, Container):
     def _on_paused_changed(self, paused: bool) -> None:
         if self._closing:
             return
+        member, members = self._member
+        where = f" of member {member + 1}/{members}" if members > 1 else ""
         self.status.value = (
-            f"paused at iteration {self._iteration}" if paused
-            else self._status_text(self.progress_bar.max)
+            f"paused at iteration {self._iteration}{where}" if paused
+            else self._status_text(self._run_total)
         )
         self._update_buttons()
 
@@ -552,20 +596,57 @@ class TrainingWidget(CheckpointActions, Container):
         if not self._closing:
             show_error(f"MRE-PINN training failed: {message}")
 
+    def _on_member_finished(self, info: dict[str, Any]) -> None:
+        if self._ensemble is not None:
+            self._ensemble.member_finished(info)
+
     def _on_finished(self) -> None:
         self._close_pbar()
         if self._closing:
             return
-        if self._model is not None:
-            self._iteration = self._model.iteration
-            self.progress_bar.value = min(self._iteration, self.progress_bar.max)
-        if self.last_error:
-            self.status.value = f"failed at iteration {self._iteration}: {self.last_error}"
+        ensemble, self._ensemble = self._ensemble, None
+        if ensemble is not None:
+            self._finish_ensemble(ensemble)
         else:
-            self.status.value = f"done: iteration {self._iteration} ({self._its:.1f} it/s)"
+            if self._model is not None:
+                self._iteration = self._model.iteration
+                self.progress_bar.value = min(self._iteration, self.progress_bar.max)
+            if self.last_error:
+                self.status.value = f"failed at iteration {self._iteration}: {self.last_error}"
+            else:
+                self.status.value = f"done: iteration {self._iteration} ({self._its:.1f} it/s)"
         self._update_buttons()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def _finish_ensemble(self, ensemble: EnsembleRun) -> None:
+        """Show what an ensemble run leaves: the ensemble of its finished members, the one
+        finished fit, or (none finished) the last state of the member stopped, as a
+        stopped single run leaves it."""
+        result, model, text = ensemble.outcome(self.last_error)
+        if result is None:
+            if self._model is not None:
+                self._iteration = self._model.iteration
+                text += (f" (the last state of member {max(1, ensemble.started)}, at "
+                         f"iteration {self._iteration}, is shown)")
+        else:
+            # an ensemble has no one network to save or continue (model None)
+            self._model = model
+            if model is not None:
+                self._iteration = model.iteration
+            if len(ensemble.results) == ensemble.size:
+                self.progress_bar.value = self.progress_bar.max
+            self._example = result
+            self._show_results(result.ds[[n for n in _layers.RESULT_NAMES if n in result.ds]])
+        self.status.value = text
+
+    def _drop_ensemble_layers(self) -> None:
+        """Remove a previous ensemble's maps: they do not describe the next run's mu_pred."""
+        if self.viewer is None:
+            return
+        for name in ENSEMBLE_MAPS:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(self.viewer.layers[name])
 
     def _update_buttons(self) -> None:
         running, paused = self.is_running, self.is_paused

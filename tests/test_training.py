@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 import napari_mrepinn
 from conftest import make_plane_example
@@ -217,6 +218,33 @@ def test_fit_returns_an_annotated_copy():
     assert history[-1]["iteration"] == 30
     mu = out["mu_pred"].values
     assert np.all(mu.imag >= 0) and np.all(mu.real > 0)
+
+
+def test_a_result_file_as_input_leaves_no_map_of_its_run_beside_the_new_one():
+    # a result opened again and fitted: an old ensemble's uncertainty or an old joint fit's
+    # springpot maps would otherwise be saved beside the new mu_pred as if they were its own
+    ex = make_plane_example(n=16)
+    old = ex.copy()
+    for name in ("mu_pred", "mu_spread", "mu_uncertainty", "mu_alpha"):
+        old.ds[name] = xr.zeros_like(old.ds["mre"].real) + 0.5
+    old.ds["mu_mdev"] = old.ds["mre"] * 2  # a direct inversion of the same data: kept
+    old.ds.attrs.update(mrepinn_iteration=9000, mrepinn_config_json="{}", site="A")
+    before = old.copy()
+    out = fit(old, iters=20, progress=False, n_points=64, pde_warmup_iters=10, **SMALL)
+    assert not {"mu_spread", "mu_uncertainty", "mu_alpha"} & set(out.ds.data_vars)
+    assert not np.allclose(out.ds["mu_pred"].values, 0.5)
+    np.testing.assert_array_equal(out.ds["mu_mdev"].values, old.ds["mu_mdev"].values)
+    assert "mrepinn_iteration" not in out.ds.attrs and out.ds.attrs["site"] == "A"
+    assert napari_mrepinn.recipe.result_config(out).iters == 20
+    assert before.ds.identical(old.ds)  # the input itself is untouched
+
+    # the ensemble's assembly drops them too (the dock and fit_ensemble use it)
+    from napari_mrepinn import uncertainty
+
+    members = [out.ds[["mu_pred", "wave_pred"]].assign_attrs(out.ds.attrs) for _ in range(2)]
+    old.ds["mu_pred_f"] = old.ds["mre"]
+    ens = uncertainty.ensemble_result(old, members, [0, 1])
+    assert "mu_pred_f" not in ens.ds and "mu_alpha" not in ens.ds and "mu_uncertainty" in ens.ds
 
 
 def test_the_networks_take_one_frequency_and_point_to_the_joint_fit():

@@ -19,6 +19,7 @@ from qtpy.QtCore import QThread, QTimer
 from conftest import add_example_layers
 from napari_mrepinn import simulate, training, uncertainty
 from napari_mrepinn._widget import InversionWidget, TrainingWidget
+from napari_mrepinn.config import TrainingConfig
 from napari_mrepinn.data import MREExample, MREInputError
 
 PLUGIN = "napari-mrepinn"
@@ -649,7 +650,7 @@ def test_stopping_an_ensemble_keeps_the_finished_member(dock, qtbot, monkeypatch
     assert w.model is members[0]["model"] and w.model.iteration == 30  # Resume continues it
 
 
-def test_one_ensemble_member_is_the_single_fit(dock, qtbot):
+def test_one_ensemble_member_is_the_single_fit(dock, qtbot, tmp_path):
     viewer, w = dock
     assert w.ensemble_members.value == 1 and w.config().ensemble_members == 1
     assert "ensemble members" in w.ensemble_members.label
@@ -658,7 +659,9 @@ def test_one_ensemble_member_is_the_single_fit(dock, qtbot):
     # after the dock's own slot (Qt calls them in order): the status each report set
     w._runner.progress.connect(lambda _: statuses.append(w.status.value))
     assert w.start() and w.wait(120) and w.last_error is None
-    assert members == [] and not any("member" in s for s in statuses)
+    # the worker reports the one model it trained (its training time), not an ensemble
+    assert [(m["member"], m["members"]) for m in members] == [(0, 1)]
+    assert not any("member" in s for s in statuses)
     assert w.status.value.startswith("done: iteration 30")
     assert w.model is not None and w.model.config.seed == 0 and w.resume_button.enabled
     result = w.result_example
@@ -666,3 +669,46 @@ def test_one_ensemble_member_is_the_single_fit(dock, qtbot):
     assert "mu_spread" not in viewer.layers and "mu_uncertainty" not in viewer.layers
     assert result.ds.attrs["mrepinn_iteration"] == 30
     np.testing.assert_allclose(result.ds["mu_pred"].values, w.results["mu_pred"].values)
+    # the run record fit writes, so a result saved from the dock says how it was made
+    assert TrainingConfig.from_json(result.ds.attrs["mrepinn_config_json"]) == w.model.config
+    settings = json.loads(result.ds.attrs["mrepinn_settings_json"])
+    assert settings["iters"] == 30 and settings["seconds"] == pytest.approx(
+        members[0]["seconds"], abs=1e-3)
+    assert len(json.loads(result.ds.attrs["mrepinn_history_json"])) == len(w.model.history) > 0
+    # File > Save of the layers keeps it
+    from napari_mrepinn._writer import write_mre_example
+    from napari_mrepinn.recipe import result_config
+
+    path = write_mre_example(tmp_path / "one.nc",
+                             [layer.as_layer_data_tuple() for layer in viewer.layers])
+    assert result_config(MREExample.load(path[0])) == w.model.config
+
+    # Resume continues the model: its record counts both runs
+    w.iters.value = 40
+    assert w.resume() and w.wait(120) and w.last_error is None
+    assert len(members) == 2 and members[1]["model"] is w.model
+    settings = json.loads(w.result_example.ds.attrs["mrepinn_settings_json"])
+    assert settings["iters"] == 40 and settings["seconds"] == pytest.approx(
+        members[0]["seconds"] + members[1]["seconds"], abs=1e-3)
+
+
+def test_the_readme_notebook_example_runs(make_napari_viewer, monkeypatch):
+    # the README's "from a script or notebook" block, as written (with fewer iterations and
+    # the test's viewer): a control renamed in the dock must be renamed there too
+    from pathlib import Path
+
+    import napari
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```python\n")[1:]]
+    (code,) = [b for b in blocks if "add_plugin_dock_widget" in b]
+    assert "widget.iters.value = 2000" in code
+    monkeypatch.setattr(napari, "Viewer", lambda show=False: make_napari_viewer(show=show))
+    scope: dict = {}
+    exec(code.replace("value = 2000", "value = 20"), scope)
+    widget, mu = scope["widget"], scope["mu"]
+    try:
+        assert widget.last_error is None and widget.model.iteration == 20
+        assert mu.shape == scope["viewer"].layers["mre"].data.shape and np.nanmax(mu) > 0
+    finally:
+        widget.shutdown()

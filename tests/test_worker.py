@@ -137,6 +137,31 @@ def test_worker_pause_resume_stop(qtbot):
     assert ev["finished"] == 1
 
 
+def test_training_seconds_leave_the_pause_out(qtbot):
+    # a single run reports its model too: the dock records its training time from it
+    model = FakeModel(delay=0.005)
+    runner = TrainingRunner()
+    done: list[dict] = []
+    runner.member_finished.connect(done.append)
+    t0 = time.perf_counter()
+    runner.start(TrainingWorker(lambda: model, 100_000, refresh_every=50))
+    try:
+        qtbot.waitUntil(lambda: model.iteration > 5, timeout=10_000)
+        runner.pause()
+        qtbot.waitUntil(lambda: runner.is_paused, timeout=5_000)
+        qtbot.wait(1500)
+        runner.resume()
+        qtbot.waitUntil(lambda: not runner.is_paused, timeout=5_000)
+        runner.stop()
+        assert runner.wait(10)
+    finally:
+        runner.shutdown()
+    wall = time.perf_counter() - t0
+    assert [(d["member"], d["members"], d["completed"]) for d in done] == [(0, 1, False)]
+    assert done[0]["model"] is model
+    assert 0 < done[0]["seconds"] < wall - 1.4  # the 1.5 s pause is not training time
+
+
 def test_worker_stop_while_paused(qtbot):
     model = FakeModel()
     runner, _ = _run(qtbot, model, n_iters=100_000)

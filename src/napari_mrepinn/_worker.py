@@ -68,9 +68,9 @@ class TrainingWorker(QObject):
     build_model : callable or sequence of callables
         ``build_model() -> MREPINNModel``, called in the worker thread. It may return an
         existing (e.g. restored) model to continue its run. Several: the members of an
-        ensemble, built and trained one after the other with the same settings (each
-        member ends with its final snapshot and ``member_finished``); a stop ends the
-        member in training and starts no other.
+        ensemble, built and trained one after the other with the same settings; a stop
+        ends the member in training and starts no other. Every model trained (the one of a
+        single run too) ends with its final snapshot and ``member_finished``.
     n_iters : int
         Iterations to train in this run (per member).
     display_every : int
@@ -109,8 +109,10 @@ class TrainingWorker(QObject):
     record = Signal(object)  # one history record (a dict copy)
     snapshot = Signal(object)  # dict(iteration, results=xr.Dataset deep copy, final)
     model_ready = Signal(object)  # the model, once built
-    # dict(member, members, model, results, seconds, completed): after each member of an
-    # ensemble (completed: it was not stopped; results: its final snapshot's, or None)
+    # dict(member, members, model, results, seconds, completed): after each model trained,
+    # the one of a single run (members 1) or each member of an ensemble (seconds: of
+    # training, pauses left out; completed: it was not stopped; results: its final
+    # snapshot's, or None)
     member_finished = Signal(object)
     paused_changed = Signal(bool)  # True once the loop actually blocks, False when it goes on
     failed = Signal(str, str)  # one-line cause, full traceback
@@ -134,6 +136,7 @@ class TrainingWorker(QObject):
         super().__init__()
         self._builds = [build_model] if callable(build_model) else list(build_model)
         self._member = 0  # index of the member in training
+        self._paused_seconds = 0.0  # of the member in training (not training time)
         self._extra_callbacks = callbacks
         self._prepare_snapshot = prepare_snapshot
         self._ready = ready
@@ -226,19 +229,19 @@ class TrainingWorker(QObject):
         self._times.clear()  # the it/s of this member only
         self._times.append((self._start_iteration, time.perf_counter()))
         self._last_progress = 0.0  # report at its first iteration (the member changed)
+        self._paused_seconds = 0.0
         t0 = time.perf_counter()
         self._train(model)
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0 - self._paused_seconds
         # stopped, not finished: its iterations were cut short (a converged stop is not this)
         completed = not self._stop.is_set()
         results = None
         if self.n_iters > 0:
             results = self._emit_snapshot(model, final=True)  # the final state, off the grid too
-        if len(self._builds) > 1:
-            self.member_finished.emit({
-                "member": self._member, "members": len(self._builds), "model": model,
-                "results": results, "seconds": seconds, "completed": completed,
-            })
+        self.member_finished.emit({
+            "member": self._member, "members": len(self._builds), "model": model,
+            "results": results, "seconds": seconds, "completed": completed,
+        })
 
     def _train(self, model: Any) -> None:
         callbacks: list[Callback] = [_QtBridge(self)]
@@ -275,8 +278,10 @@ class TrainingWorker(QObject):
             self._emit_progress(model)
             self.paused_changed.emit(True)
             # poll, so that a stop request also ends the pause
+            t_pause = time.perf_counter()
             while not self._go.wait(0.05):
                 pass
+            self._paused_seconds += time.perf_counter() - t_pause
             # restart the it/s clock: the pause is not training time
             self._times.clear()
             self._times.append((it, time.perf_counter()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -32,10 +33,16 @@ from .networks import MREPINN, resolve_modulus_prior
 from .physics import WaveEquation
 from .training import MREPINNModel
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "AUTO_WIDTH_COMPLEXITY",
+    "ENSEMBLE_MAPS",
+    "FIT_RESULTS",
+    "RUN_RECORD",
     "auto_omega",
     "build_model",
+    "drop_earlier_run",
     "fit",
     "result_attrs",
     "result_config",
@@ -43,6 +50,38 @@ __all__ = [
     "torch_threads",
     "wave_complexity",
 ]
+
+
+#: the variables a fit adds to its example (a joint multi-frequency fit: the last two too)
+FIT_RESULTS = ("wave_pred", "mu_pred", "pde_residual", "mu_pred_f", "mu_alpha")
+#: the maps an ensemble adds beside its mean ``mu_pred`` (:mod:`napari_mrepinn.uncertainty`)
+ENSEMBLE_MAPS = ("mu_spread", "mu_uncertainty")
+#: the attrs that record a run (:func:`result_attrs`; the napari dock adds the iteration)
+RUN_RECORD = ("mrepinn_config_json", "mrepinn_settings_json", "mrepinn_history_json",
+              "mrepinn_version", "mrepinn_iteration")
+
+
+def drop_earlier_run(example: MREExample) -> list[str]:
+    """Remove, in place, what an earlier fit left in ``example``: its results
+    (:data:`FIT_RESULTS`, :data:`ENSEMBLE_MAPS`) and its record (:data:`RUN_RECORD`).
+
+    A result file opened as the input of a new fit carries them; kept, an old ensemble's
+    ``mu_uncertainty`` or an old joint fit's ``mu_pred_f`` would be saved beside the new
+    ``mu_pred`` as if they described it. The inputs, the direct inversions (``mu_ahi``,
+    ``mu_mdev``, ``kmdev_speed``) and other attrs stay.
+
+    Returns
+    -------
+    list of str
+        The names removed (variables, then attrs).
+    """
+    names = [n for n in (*FIT_RESULTS, *ENSEMBLE_MAPS) if n in example.ds.data_vars]
+    attrs = [k for k in RUN_RECORD if k in example.ds.attrs]
+    if names:
+        example.ds = example.ds.drop_vars(names)
+    for key in attrs:
+        del example.ds.attrs[key]
+    return names + attrs
 
 
 def _config(config: TrainingConfig | None, overrides: dict[str, Any]) -> TrainingConfig:
@@ -91,6 +130,10 @@ def build_model(
     config = _config(config, overrides).check(example)
     example.check_signal()  # a wave without motion holds no stiffness
     out = example.copy()
+    dropped = drop_earlier_run(out)  # a result file as input: this run's results replace them
+    if dropped:
+        log.info("%s: the results of an earlier fit (%s) are not carried into this one",
+                 example.source or "the example", ", ".join(dropped))
     freqs = out.frequencies
     multi = len(freqs) > 1
     f_ref = freqs[0]
@@ -265,7 +308,7 @@ def fit(
         model.train(config.iters, callbacks=cbs)
         seconds = time.perf_counter() - t0
         res = model.results(progress=progress)
-    for name in ("wave_pred", "mu_pred", "pde_residual", "mu_pred_f", "mu_alpha"):
+    for name in FIT_RESULTS:
         if name in res:
             out.ds[name] = res[name]
     warn_implausible_modulus(out["mu_pred"], out.mask, name="mu_pred", source=out.source)

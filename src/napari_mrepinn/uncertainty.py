@@ -116,8 +116,11 @@ def ensemble_result(example: MREExample, members: Sequence[xr.Dataset],
         raise MREInputError(
             f"an ensemble result needs at least 2 members and one seed each, got "
             f"{len(members)} member(s) and {len(seeds)} seed(s).")
+    from .recipe import drop_earlier_run  # (torch: only once members have been fitted)
+
     first = members[0]
     out = example.copy()
+    drop_earlier_run(out)  # a result file as input: no map of its run beside this one's
     for name in first.data_vars:
         out.ds[name] = first[name]
     for name, var in ensemble_maps([m["mu_pred"] for m in members]).items():

@@ -90,6 +90,7 @@ class CheckpointActions:
             show_error(str(exc))
             raise
         self._model = model
+        self._seconds = 0.0  # the checkpoint's own training time is not recorded in it
         self._example = model.result_example
         self._history = [dict(r) for r in model.history]
         self.loss_plot.set_history(self._history)

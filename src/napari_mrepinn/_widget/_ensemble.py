@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import TrainingConfig
 from ..data import MREExample
-from ..recipe import build_model, result_attrs
+from ..recipe import ENSEMBLE_MAPS, build_model, result_attrs
 from ..uncertainty import ensemble_result, ensemble_seeds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,8 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["ENSEMBLE_MAPS", "EnsembleRun"]
 
-#: the layers only an ensemble has (a later single fit's mu_pred is not theirs)
-ENSEMBLE_MAPS = ("mu_spread", "mu_uncertainty")
+# ENSEMBLE_MAPS (recipe's): the layers only an ensemble has (a later single fit's mu_pred is
+# not theirs)
 
 
 class EnsembleRun:

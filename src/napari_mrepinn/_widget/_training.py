@@ -14,6 +14,7 @@ injects the viewer into dock widgets for that exact annotation (or a parameter n
 """
 
 import functools
+import json
 import logging
 import time
 import weakref
@@ -31,7 +32,7 @@ from .._loss_plot import LossPlot, loss_components, loss_label
 from .._worker import TrainingRunner, TrainingWorker
 from ..config import TrainingConfig
 from ..data import MREExample, MREInputError
-from ..recipe import build_model, schedule_callbacks
+from ..recipe import build_model, result_attrs, schedule_callbacks
 from ._checkpoints import CheckpointActions
 from ._common import JOINT, CloseWatcher, show_error
 from ._controls import make_controls, read_config, warmup_note
@@ -169,6 +170,7 @@ class TrainingWidget(CheckpointActions, Container):
         self._history: list[dict[str, Any]] = []
         self._iteration = 0
         self._its = 0.0
+        self._seconds = 0.0  # training time of self._model in this dock (s, pauses left out)
         self._losses: dict[str, float] = {}
         self._geometry: dict[str, Any] = {}
         self._result_layers = ResultLayers(self.viewer)
@@ -286,12 +288,21 @@ class TrainingWidget(CheckpointActions, Container):
 
     @property
     def result_example(self) -> MREExample | None:
-        """The trained example with the last results added as variables, or None."""
+        """The trained example with the last results added as variables, or None.
+
+        Its attrs hold the record :func:`napari_mrepinn.recipe.fit` writes (configuration,
+        settings, loss history: :func:`~napari_mrepinn.recipe.result_attrs`), so a result
+        saved from the dock says how it was made; ``seconds`` counts the training done in
+        this dock, pauses left out.
+        """
         if self._example is None or self._results is None:
             return None
         out = self._example.copy()
         for name, var in self._results.data_vars.items():
             out.ds[name] = var
+        # an ensemble's result (or its one finished member's) carries its own record
+        if self._model is not None and "mrepinn_config_json" not in out.ds.attrs:
+            out.ds.attrs.update(result_attrs(self._model, self._model.config, self._seconds))
         out.ds.attrs["mrepinn_iteration"] = int(self._iteration)
         return out
 
@@ -491,6 +502,8 @@ class TrainingWidget(CheckpointActions, Container):
 
     # ------------------------------------------------------------------ slots (GUI thread)
     def _on_model_ready(self, model: "MREPINNModel") -> None:
+        if model is not self._model:  # a new one (not a resumed run): its time from 0
+            self._seconds = 0.0
         self._model = model
         self._example = model.result_example  # with mu_ahi, computed in the worker
         ens = self._ensemble
@@ -599,6 +612,8 @@ class TrainingWidget(CheckpointActions, Container):
     def _on_member_finished(self, info: dict[str, Any]) -> None:
         if self._ensemble is not None:
             self._ensemble.member_finished(info)
+        elif info["model"] is self._model:  # a single run, or one continued by Resume
+            self._seconds += float(info["seconds"])
 
     def _on_finished(self) -> None:
         self._close_pbar()
@@ -632,8 +647,10 @@ class TrainingWidget(CheckpointActions, Container):
         else:
             # an ensemble has no one network to save or continue (model None)
             self._model = model
-            if model is not None:
+            if model is not None:  # the one finished member: Resume adds to its time
                 self._iteration = model.iteration
+                self._seconds = float(json.loads(
+                    result.ds.attrs["mrepinn_settings_json"])["seconds"])
             if len(ensemble.results) == ensemble.size:
                 self.progress_bar.value = self.progress_bar.max
             self._example = result

@@ -377,9 +377,38 @@ def test_four_target_noise_and_checks():
         dict(n_components=4),
         dict(noise_ratio=-1),
         dict(viscosity=-1),
+        dict(dispersion="maxwell"),
     ):
         with pytest.raises(MREInputError):
             S.four_target(**{**kw, **bad})
+
+
+def test_four_target_springpot_dispersion():
+    kw = dict(shape=(30, 40, 2), n_components=1)
+    ex = S.four_target([50, 100], dispersion="springpot", **kw)
+    g, mask = ex["mre"].values, ex["mre_mask"].values
+    f0 = np.sqrt(50 * 100)  # the band's geometric mean
+    for label, mu in ((1, 3000), (2, 10000)):
+        ref = mu + 2j * np.pi * f0 * 1.0  # Voigt at f0, η = 1 Pa·s
+        alpha = 2 * np.arctan2(ref.imag, ref.real) / np.pi
+        for i, f in enumerate((50, 100)):
+            np.testing.assert_allclose(g[i][mask == label], ref * (f / f0) ** alpha)
+    # a springpot's phase angle does not change with the frequency; a Voigt solid's does
+    np.testing.assert_allclose(np.angle(g[0]), np.angle(g[1]))
+    voigt = S.four_target([50, 100], **kw)
+    assert not np.allclose(np.angle(voigt["mre"].values[0]), np.angle(voigt["mre"].values[1]))
+    # the solver saw the springpot modulus: the waves differ from the Voigt box's
+    assert not np.allclose(ex["wave"].values, voigt["wave"].values, rtol=1e-3)
+    assert ex.ds.attrs["dispersion"] == "springpot"
+    # one frequency: the geometric mean is that frequency, so it is the Voigt box
+    one = S.four_target(60, dispersion="springpot", **kw)
+    np.testing.assert_allclose(one["mre"].values, S.four_target(60, **kw)["mre"].values)
+
+
+def test_springpot_modulus_closed_form():
+    g = S.springpot_modulus(np.array([3000 + 500j, 8000 + 0j]), 120.0, 60.0)
+    alpha = 2 * np.arctan2(500, 3000) / np.pi
+    np.testing.assert_allclose(g, [(3000 + 500j) * 2 ** alpha, 8000])  # elastic: no change
 
 
 # ============================================================================ liver

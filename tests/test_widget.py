@@ -602,6 +602,7 @@ def test_ensemble_in_the_dock(dock, qtbot, tmp_path):
     assert settings["ensemble_members"] == 2 and settings["ensemble_seeds"] == [0, 1]
     assert len(settings["ensemble_seconds"]) == 2 and settings["iters"] == 30
     assert w.model is None and not w.resume_button.enabled  # no one network to continue
+    assert not w.save_button.enabled and "no single network to save or resume" in w.status.value
 
     # File > Save of the layers writes the maps and the seeds
     path = write_mre_example(tmp_path / "ens.nc",

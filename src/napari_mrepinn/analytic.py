@@ -1,5 +1,5 @@
-"""Closed forms of viscoelastic shear waves: the Voigt modulus, the complex wavenumber and
-the exact field of a plane wave scattered by a circular inclusion.
+"""Closed forms of viscoelastic shear waves: the Voigt and springpot moduli, the complex
+wavenumber and the exact field of a plane wave scattered by a circular inclusion.
 
 Conventions (``CONTRIBUTING.md``): SI units (metres, hertz, pascals, kg/m³), the MRE time
 convention ``u(t) = Re{U e^{+iωt}}`` and the complex shear modulus ``G* = G' + iG''`` with
@@ -13,13 +13,15 @@ public names are re-exported by :mod:`napari_mrepinn.simulate`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import special
 
 from ._phantom import _check_modulus, _positive
 from .data import DEFAULT_DENSITY, MREInputError
 
-__all__ = ["cylinder_field", "voigt_modulus", "wavenumber"]
+__all__ = ["cylinder_field", "springpot_modulus", "voigt_modulus", "wavenumber"]
 
 
 # ============================================================================ material
@@ -42,6 +44,29 @@ def voigt_modulus(mu: float | np.ndarray, viscosity: float | np.ndarray, frequen
     """
     omega = 2 * np.pi * _positive("frequency", frequency)
     return np.asarray(mu, dtype=float) + 1j * omega * np.asarray(viscosity, dtype=float)
+
+
+def springpot_modulus(mu_ref, frequency: float, f_ref: float):
+    """Complex shear modulus of a springpot (power-law) solid at ``frequency``.
+
+    ``G*(f) = G*_ref · (f / f_ref)^α`` with ``α = 2φ/π`` and ``φ = arg G*_ref``: the phase
+    angle does not change with the frequency and fixes the exponent (0 elastic, 1 viscous).
+    The joint multi-frequency fit (:mod:`napari_mrepinn.multifreq`) assumes this model.
+
+    Parameters
+    ----------
+    mu_ref : complex, ndarray or xarray.DataArray
+        ``G*`` at ``f_ref`` in Pa (``G'' >= 0``).
+    frequency, f_ref : float
+        The frequency wanted and the reference frequency, in Hz.
+
+    Returns
+    -------
+    same type as ``mu_ref``
+        ``G*(frequency)`` in Pa.
+    """
+    phase = np.angle(mu_ref)
+    return mu_ref * np.exp(2 * phase / np.pi * math.log(frequency / f_ref))
 
 
 def wavenumber(mu: complex | np.ndarray, frequency: float, density: float = DEFAULT_DENSITY):

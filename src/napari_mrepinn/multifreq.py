@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .analytic import springpot_modulus
 from .config import FREQUENCY_MODELS
 from .data import MREExample, MREInputError
 from .physics import WaveEquation
@@ -70,13 +71,6 @@ def reference_frequency(frequencies: Sequence[float], requested: float | None = 
         return float(requested)
     gm = float(np.exp(np.mean(np.log(f))))
     return float(f[np.argmin(np.abs(np.log(f / gm)))])
-
-
-def springpot_modulus(mu_ref: np.ndarray | xr.DataArray, frequency: float,
-                      f_ref: float) -> np.ndarray | xr.DataArray:
-    """``G*(f) = G*_ref · (f/f_ref)^(2φ/π)`` with ``φ = arg G*_ref`` (complex, Pa)."""
-    phase = np.angle(mu_ref)
-    return mu_ref * np.exp(2 * phase / np.pi * math.log(frequency / f_ref))
 
 
 def component_labels(example: MREExample) -> list[str] | None:

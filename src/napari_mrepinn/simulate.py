@@ -14,7 +14,8 @@ The phantoms (each an :class:`MREExample` with its ground truth ``mre`` and ``mr
 What they are made from lives in its own module, and the public names are re-exported here
 (``simulate.cylinder_field``, ...):
 
-- :mod:`napari_mrepinn.analytic` — :func:`voigt_modulus`, :func:`wavenumber` and
+- :mod:`napari_mrepinn.analytic` — :func:`voigt_modulus`, :func:`springpot_modulus`,
+  :func:`wavenumber` and
   :func:`cylinder_field`, the closed-form Bessel/Hankel series of a plane shear wave
   scattered by one circular inclusion (exact; no discretisation);
 - :mod:`napari_mrepinn.forward2d` — :func:`solve_hetero_2d`, the sparse finite-difference
@@ -39,7 +40,7 @@ from ._phantom import (
     _spacing,
     _viscosity,
 )
-from .analytic import cylinder_field, voigt_modulus, wavenumber
+from .analytic import cylinder_field, springpot_modulus, voigt_modulus, wavenumber
 from .data import MREExample, MREInputError, parse_frequencies
 from .forward2d import solve_hetero_2d
 from .liver_phantom import liver
@@ -50,6 +51,7 @@ __all__ = [
     "four_target",
     "liver",
     "solve_hetero_2d",
+    "springpot_modulus",
     "voigt_modulus",
     "wavenumber",
 ]
@@ -63,6 +65,11 @@ FOUR_TARGET_CENTRES = ((40e-3, 73.6e-3), (40e-3, 49.6e-3), (40e-3, 31.8e-3), (40
 # components are not copies of each other.
 _COMPONENT_DIRECTIONS = (np.pi / 2, np.deg2rad(25.0), np.deg2rad(140.0))
 _COMPONENT_AMPLITUDES = (1.0, 0.5 * np.exp(0.7j), 0.4 * np.exp(-1.9j))
+
+#: how four_target's G* changes with the frequency: "voigt" (G* = μ + iωη at every
+#: frequency) or "springpot" (the Voigt G* at the band's geometric mean, extended by the
+#: power law the joint multi-frequency fit assumes)
+DISPERSIONS = ("voigt", "springpot")
 
 
 
@@ -174,6 +181,7 @@ def four_target(
     mu_background: float = 3000,
     mu_target: float = 10000,
     viscosity: float = 1.0,
+    dispersion: str = "voigt",
     n_components: int = 3,
     refine: int = 2,
     kz: float = 0.0,
@@ -209,6 +217,11 @@ def four_target(
         Storage moduli μ in Pa.
     viscosity : float
         Voigt viscosity η in Pa·s.
+    dispersion : {"voigt", "springpot"}
+        How ``G*`` depends on the frequency (:data:`DISPERSIONS`). ``"springpot"``:
+        ``G*(f) = G*_V(f₀) · (f/f₀)^α`` with ``G*_V`` the Voigt modulus, ``f₀`` the geometric
+        mean of ``frequency`` and ``α = 2 arg G*_V(f₀) / π`` per region
+        (:func:`springpot_modulus`); the same as ``"voigt"`` for one frequency.
     n_components : int
         1 to 3 displacement components (labels ``"z"``, ``"y"``, ``"x"``).
     refine : int
@@ -232,6 +245,9 @@ def four_target(
     mb = _positive("mu_background", mu_background)
     mt = _positive("mu_target", mu_target)
     _viscosity(viscosity)
+    if dispersion not in DISPERSIONS:
+        raise MREInputError(
+            f"dispersion must be one of {', '.join(DISPERSIONS)}, got {dispersion!r}.")
     if int(n_components) != n_components or not 1 <= int(n_components) <= 3:
         raise MREInputError(f"n_components must be 1, 2 or 3, got {n_components!r}.")
     nc = int(n_components)
@@ -258,10 +274,16 @@ def four_target(
     # through-plane profile; z_mid is the slab centre
     zprof = np.cos(float(kz) * (z - z.mean()))
 
+    f0 = float(np.exp(np.mean(np.log(freqs))))
+
+    def modulus(mu: float, f: float) -> complex:
+        if dispersion == "voigt":
+            return complex(voigt_modulus(mu, viscosity, f))
+        return complex(springpot_modulus(voigt_modulus(mu, viscosity, f0), f, f0))
+
     waves, mres = [], []
     for f in freqs:
-        gb = complex(voigt_modulus(mb, viscosity, f))
-        gt = complex(voigt_modulus(mt, viscosity, f))
+        gb, gt = modulus(mb, f), modulus(mt, f)
         g_f = np.where(lab_f > 1, gt, gb)
         v = solve_hetero_2d(
             g_f,
@@ -293,6 +315,7 @@ def four_target(
         ex,
         "four_target",
         viscosity=float(viscosity),
+        dispersion=dispersion,
         refine=refine,
         kz=float(kz),
         region_labels="1 background, 2-5 targets of 20, 10, 6, 4 mm diameter",

@@ -111,8 +111,10 @@ class EnsembleRun:
         if done >= 2:
             result = ensemble_result(self.example, self.results, self.finished_seeds)
             what = f"{n} fits" if done == n else f"the {done} finished fits of {n}"
+            # Save and Resume are greyed out then; the status says why
             return result, None, (f"{head}: ensemble of {what} (seeds {seeds}): mean "
-                                  "mu_pred, mu_spread, mu_uncertainty")
+                                  "mu_pred, mu_spread, mu_uncertainty; no single network "
+                                  "to save or resume (Start trains a new run)")
         if done == 1:
             member = self.results[0]
             result = self.example.copy()

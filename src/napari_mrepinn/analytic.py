@@ -21,7 +21,8 @@ from scipy import special
 from ._phantom import _check_modulus, _positive
 from .data import DEFAULT_DENSITY, MREInputError
 
-__all__ = ["cylinder_field", "springpot_modulus", "voigt_modulus", "wavenumber"]
+__all__ = ["cylinder_field", "springpot_exponent", "springpot_modulus", "voigt_modulus",
+           "wavenumber"]
 
 
 # ============================================================================ material
@@ -46,10 +47,16 @@ def voigt_modulus(mu: float | np.ndarray, viscosity: float | np.ndarray, frequen
     return np.asarray(mu, dtype=float) + 1j * omega * np.asarray(viscosity, dtype=float)
 
 
+def springpot_exponent(mu_ref):
+    """The springpot's power-law exponent ``α = 2φ/π`` of ``G*`` (``φ = arg G*``; 0 elastic,
+    1 viscous; dimensionless, the type of ``mu_ref``)."""
+    return 2 * np.angle(mu_ref) / np.pi
+
+
 def springpot_modulus(mu_ref, frequency: float, f_ref: float):
     """Complex shear modulus of a springpot (power-law) solid at ``frequency``.
 
-    ``G*(f) = G*_ref · (f / f_ref)^α`` with ``α = 2φ/π`` and ``φ = arg G*_ref``: the phase
+    ``G*(f) = G*_ref · (f / f_ref)^α`` with ``α = 2φ/π`` (:func:`springpot_exponent`): the phase
     angle does not change with the frequency and fixes the exponent (0 elastic, 1 viscous).
     The joint multi-frequency fit (:mod:`napari_mrepinn.multifreq`) assumes this model.
 
@@ -65,8 +72,7 @@ def springpot_modulus(mu_ref, frequency: float, f_ref: float):
     same type as ``mu_ref``
         ``G*(frequency)`` in Pa.
     """
-    phase = np.angle(mu_ref)
-    return mu_ref * np.exp(2 * phase / np.pi * math.log(frequency / f_ref))
+    return mu_ref * np.exp(springpot_exponent(mu_ref) * math.log(frequency / f_ref))
 
 
 def wavenumber(mu: complex | np.ndarray, frequency: float, density: float = DEFAULT_DENSITY):

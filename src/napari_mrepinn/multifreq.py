@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .analytic import springpot_modulus
+from .analytic import springpot_exponent, springpot_modulus
 from .config import FREQUENCY_MODELS
 from .data import MREExample, MREInputError
 from .physics import WaveEquation
@@ -239,7 +239,8 @@ class JointEquation(WaveEquation):
         self.f_ref = float(f_ref)
         self.components = components
         self.n_components = len(components) if components is not None else 1
-        # ln(f/f_ref)·2/π: the exponent of the springpot per unit phase angle
+        # ln(f/f_ref)·2/π: the exponent of the springpot per unit phase angle (the torch
+        # side of analytic.springpot_exponent / springpot_modulus)
         self._log_ratio = [2 / math.pi * math.log(f / self.f_ref) for f in self.frequencies]
 
     def __repr__(self) -> str:
@@ -369,7 +370,7 @@ class JointFrequencyModel(MREPINNModel):
                                          dim=fdim)
             out["mu_pred_f"].attrs.update(units="Pa", long_name="springpot G*(f)")
             out["mu_alpha"] = xr.DataArray(
-                2 * np.angle(mu.values) / np.pi, dims=mu.dims, coords=mu.coords,
+                springpot_exponent(mu.values), dims=mu.dims, coords=mu.coords,
                 attrs={"units": "1", "long_name": "springpot exponent α"})
         out["wave_pred"].attrs["units"] = self.original["wave"].attrs.get("units", "")
         out["pde_residual"].attrs["units"] = "1"

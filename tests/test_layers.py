@@ -146,6 +146,15 @@ def test_update_from_results_example(make_napari_viewer, rng):
     assert mu.metadata["mre_example"] is single
     assert "mu_pred" in ex  # copied into the viewer's example (same grid)
 
+    # the next run's results go to the opened example, whichever layer is selected (a
+    # selected result layer carries the earlier run's example, not the one opened)
+    viewer.layers.selection.active = viewer.layers["mu_pred"]
+    assert example_from_layers(viewer) is ex
+    second = ex.select_frequency(60)
+    second.ds["mu_pred"] = second.ds["mre"] * 0.8
+    update_result_layers(viewer, second)
+    np.testing.assert_allclose(ex.ds["mu_pred"].values, second.ds["mu_pred"].values)
+
 
 def test_display_limits_default_without_truth(rng):
     w = rng.normal(size=(5, 4)) + 0j

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_MODULUS_MAX_KPA",
     "LAYER_STYLES",
+    "LIVE_RESULTS",
     "RESULT_NAMES",
     "display_limits",
     "empty_results",
@@ -111,6 +112,9 @@ RESULT_NAMES = (
     "kmdev_speed", "mu_ahi", "mu_mdev", "mu_alpha", "mu_spread", "mu_uncertainty", "mu_pred_f",
     "pde_residual", "wave_pred", "wave_diff", "mu_diff", "mu_pred",
 )
+#: The results a training run shows as it goes (:func:`empty_results` makes their
+#: placeholders before the first prediction).
+LIVE_RESULTS = ("wave_pred", "mu_pred", "pde_residual")
 _INPUT_NAMES = ("anat", "wave", "mre", "mre_mask")
 _LEADING = ("frequency", "sequence", "component")  # napari order of the non-spatial axes
 _SPATIAL_NAPARI = ("z", "y", "x")
@@ -408,12 +412,16 @@ def example_from_layers(
     """The :class:`MREExample` behind a viewer's (or a layer's) MRE layers.
 
     Looks at the selected layer first, then the ``wave`` layer, then any layer whose
-    ``metadata["mre_example"]`` is set. Returns None when there is none.
+    ``metadata["mre_example"]`` is set. Of a viewer, the input layers come before the
+    result layers (which may carry a run's result example, not the one opened): the
+    results a run copies back, and the geometry its layers share, must not depend on
+    which layer happens to be selected. Returns None when there is none.
     """
     layers: list[Any]
     if hasattr(source, "layers"):
         sel = list(getattr(source.layers, "selection", []) or [])
-        layers = sel + [lyr for lyr in source.layers if lyr.name == "wave"] + list(source.layers)
+        ordered = sel + [lyr for lyr in source.layers if lyr.name == "wave"] + list(source.layers)
+        layers = sorted(ordered, key=_is_result_layer)  # stable: the order above within each
     elif hasattr(source, "metadata"):
         layers = [source]
     else:
@@ -423,6 +431,11 @@ def example_from_layers(
         if ex is not None:
             return ex
     return None
+
+
+def _is_result_layer(layer: Any) -> bool:
+    meta = getattr(layer, "metadata", None)
+    return isinstance(meta, Mapping) and meta.get("mre_variable") in RESULT_NAMES
 
 
 def _meta_example(meta: Any) -> MREExample | None:
@@ -527,16 +540,12 @@ def put_layer(
     """
     name = kwargs["name"]
     if name not in viewer.layers:
-        layer = viewer.add_layer(_make_layer(data, kwargs, layer_type))
-        _place(viewer, layer)
-        return layer
+        return _insert(viewer, _make_layer(data, kwargs, layer_type), _place(viewer, name))
     layer = viewer.layers[name]
     if layer.data.shape != np.shape(data) or layer.ndim != np.ndim(data):
         index = viewer.layers.index(layer)
         viewer.layers.remove(layer)
-        layer = viewer.add_layer(_make_layer(data, kwargs, layer_type))
-        viewer.layers.move(viewer.layers.index(layer), index)
-        return layer
+        return _insert(viewer, _make_layer(data, kwargs, layer_type), index)
     if live and not layer.visible:
         return layer
     layer.data = data
@@ -579,16 +588,20 @@ def _make_layer(data: Any, kwargs: dict[str, Any], layer_type: str) -> Any:
     return cls(data, **kwargs)
 
 
-def _place(viewer: napari.Viewer, layer: Any) -> None:
-    """Move a new result layer to its place in the stack: below the result layers that
-    come after it in :data:`RESULT_NAMES` and below the mask outline (kept on top so that
-    the region stays visible)."""
-    name = layer.name
+def _place(viewer: napari.Viewer, name: str) -> int:
+    """Where a new result layer goes in the stack: below the result layers that come after
+    it in :data:`RESULT_NAMES` and below the mask outline (kept on top so that the region
+    stays visible); on top otherwise."""
     later = RESULT_NAMES[RESULT_NAMES.index(name) + 1 :] if name in RESULT_NAMES else ()
     above = [i for i, other in enumerate(viewer.layers) if other.name in (*later, "mre_mask")]
-    i_layer = viewer.layers.index(layer)
-    if above and i_layer > min(above):
-        viewer.layers.move(i_layer, min(above))
+    return min(above, default=len(viewer.layers))
+
+
+def _insert(viewer: napari.Viewer, layer: Any, index: int) -> Any:
+    """Insert ``layer`` at ``index`` of the layer list: at its place directly, because
+    appending and then moving it costs a second round of napari's reorder events."""
+    viewer.layers.insert(index, layer)
+    return layer
 
 
 def _with_results(example: MREExample, results: Mapping[str, Any]) -> MREExample:
@@ -641,6 +654,7 @@ def empty_results(example: MREExample, *, ahi: bool = False) -> MREExample:
     out = example.copy()
     wave = out.ds["wave"]
     shape = tuple(out.ds.sizes[d] for d in out.spatial_dims)
+    # the LIVE_RESULTS
     out.ds["wave_pred"] = xr.full_like(wave, np.nan)
     out.ds["pde_residual"] = xr.full_like(wave, np.nan, dtype=float)
     out.ds["mu_pred"] = (out.spatial_dims, np.full(shape, np.nan, dtype=complex))

@@ -32,7 +32,7 @@ from .._loss_plot import LossPlot, loss_components, loss_label
 from .._worker import TrainingRunner, TrainingWorker
 from ..config import TrainingConfig
 from ..data import MREExample, MREInputError
-from ..recipe import build_model, result_attrs, schedule_callbacks
+from ..recipe import FIT_RESULTS, build_model, drop_earlier_run, result_attrs, schedule_callbacks
 from ._checkpoints import CheckpointActions
 from ._common import JOINT, CloseWatcher, show_error
 from ._controls import make_controls, read_config, warmup_note
@@ -369,7 +369,7 @@ class TrainingWidget(CheckpointActions, Container):
         self._history = []
         self._results = None
         self.loss_plot.clear()
-        self._drop_ensemble_layers()
+        self._drop_earlier_run(example)
         build: Any = functools.partial(build_model, example, config)
         self._ensemble = None
         if config.ensemble_members > 1:
@@ -657,12 +657,19 @@ class TrainingWidget(CheckpointActions, Container):
             self._show_results(result.ds[[n for n in _layers.RESULT_NAMES if n in result.ds]])
         self.status.value = text
 
-    def _drop_ensemble_layers(self) -> None:
-        """Remove a previous ensemble's maps: they do not describe the next run's mu_pred."""
+    def _drop_earlier_run(self, example: MREExample) -> None:
+        """Remove what an earlier run left in ``example`` (the viewer's, about to be
+        trained; :func:`~napari_mrepinn.recipe.drop_earlier_run`), and the layers of the
+        maps this run does not refill (an ensemble's, a joint fit's per-frequency ones).
+
+        Kept, they would be shown and saved beside the new mu_pred as if they described
+        it, and the run's placeholders (made from ``example``) would bring them back.
+        """
+        drop_earlier_run(example)
         if self.viewer is None:
             return
-        for name in ENSEMBLE_MAPS:
-            if name in self.viewer.layers:
+        for name in (*FIT_RESULTS, *ENSEMBLE_MAPS):
+            if name not in _layers.LIVE_RESULTS and name in self.viewer.layers:
                 self.viewer.layers.remove(self.viewer.layers[name])
 
     def _update_buttons(self) -> None:

@@ -51,7 +51,7 @@ def _settings(out: MREExample) -> dict:
 
 
 def run(levels: dict[str, float], seed: int = 0, dispersion: str = "voigt",
-        **options) -> pd.DataFrame:
+        singles: bool = True, **options) -> pd.DataFrame:
     rows = []
     for lname, ratio in levels.items():
         ex = phantom(ratio, seed, dispersion)
@@ -72,7 +72,7 @@ def run(levels: dict[str, float], seed: int = 0, dispersion: str = "voigt",
             rows.append({"noise": lname, "fit": "joint G*(f)", "frequency": f}
                         | _scores(mu_f, ex.ds["mre"].sel(frequency=f), mask))
         print(pd.DataFrame(rows[-7:]).round(3).to_string(), flush=True)
-        for f in FREQUENCIES:
+        for f in FREQUENCIES if singles else ():
             single = ex.select_frequency(f)
             t0 = time.process_time()
             out = recipe.fit(single, progress=False, **options)
@@ -110,9 +110,12 @@ if __name__ == "__main__":  # pragma: no cover - a benchmark run, not a test
     p.add_argument("--dispersion", default="voigt", choices=simulate.DISPERSIONS)
     p.add_argument("--out", default=None)
     p.add_argument("--options", default="{}", help="JSON of TrainingConfig overrides")
+    p.add_argument("--joint-only", action="store_true",
+                   help="skip the six single-frequency fits (compare with an earlier run's)")
     a = p.parse_args()
     frame = run({k: LEVELS[k] for k in a.noise.split(",")}, a.seed, a.dispersion,
-                **json.loads(a.options))
+                singles=not a.joint_only, **json.loads(a.options))
     if a.out:
         frame.to_csv(a.out, index=False)
-    print(summarize(frame))
+    if not a.joint_only:
+        print(summarize(frame))

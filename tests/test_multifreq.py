@@ -274,3 +274,41 @@ def test_free_frequency_model_gives_one_map_per_frequency():
                                out.ds["mu_pred"].values)
     settings = json.loads(out.ds.attrs["mrepinn_settings_json"])
     assert settings["frequency_model"] == "free"
+
+
+def test_omega2_weights_scale_each_frequency_of_the_loss():
+    base = WaveEquation.from_name("hetero", omega=F_REF, rho=RHO)
+    equal = multifreq.JointEquation(base, FREQS, F_REF, ["z", "y"])
+    omega2 = multifreq.JointEquation(base, FREQS, F_REF, ["z", "y"], weights="omega2")
+    assert equal.frequency_weights() == [1.0, 1.0, 1.0]
+    np.testing.assert_allclose(omega2.frequency_weights(),
+                               [(f / max(FREQS)) ** 2 for f in FREQS])
+    x = _points(20)
+
+    def u(xx):  # a wave that solves none of the equations: every block non-zero
+        return torch.sin(200 * xx[:, :1]).repeat(1, 2 * len(FREQS)).to(torch.complex128)
+
+    mu = constant_field(G_REF)
+    r = equal.normalized(x, u, mu, create_graph=False)
+    torch.testing.assert_close(equal.loss_residual(x, u, mu, create_graph=False), r)
+    # the shown residual stays each frequency's own; the loss's is weighted per block
+    torch.testing.assert_close(omega2.normalized(x, u, mu, create_graph=False), r)
+    weighted = omega2.loss_residual(x, u, mu, create_graph=False)
+    for k, f in enumerate(FREQS):
+        torch.testing.assert_close(weighted[:, 2 * k : 2 * k + 2],
+                                   r[:, 2 * k : 2 * k + 2] * (f / max(FREQS)) ** 2)
+    with pytest.raises(MREInputError, match="frequency_weights must be one of"):
+        multifreq.JointEquation(base, FREQS, F_REF, None, weights="f4")
+
+
+def test_fit_with_omega2_weights_trains_and_says_so():
+    ex = _multi_example(n=12)
+    with pytest.raises(MREInputError, match="frequency_weights must be one of equal, omega2"):
+        recipe.fit(ex, iters=5, frequency_weights="f4", progress=False)
+    out = recipe.fit(ex, iters=20, pde_warmup_iters=5, n_hidden=8, n_layers=2,
+                     frequency_weights="omega2", stop_tol=0, progress=False)
+    settings = json.loads(out.ds.attrs["mrepinn_settings_json"])
+    assert settings["config"]["frequency_weights"] == "omega2"
+    np.testing.assert_allclose(settings["frequency_weights"],
+                               [(f / max(FREQS)) ** 2 for f in FREQS])
+    assert np.isfinite(out.ds["mu_pred"].values).all()

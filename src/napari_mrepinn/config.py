@@ -53,6 +53,8 @@ __all__ = [
 OPTIMIZERS = ("adam", "L-BFGS")
 #: how G* may depend on the frequency in a joint fit (napari_mrepinn.multifreq)
 FREQUENCY_MODELS = ("springpot", "free")
+#: how a joint fit weighs the PDE residual of each frequency (napari_mrepinn.multifreq)
+FREQUENCY_WEIGHTS = ("equal", "omega2")
 DERIVATIVE_AXES = ("auto", "in-plane", "3d")
 
 
@@ -262,6 +264,11 @@ class TrainingConfig:
         "springpot", "how G* depends on the frequency in a joint fit: 'springpot' (maps of "
         "G*_ref and α = 2φ/π) or 'free' (one G* map per frequency)",
         choices=FREQUENCY_MODELS, widget=False)
+    frequency_weights: str = _opt(
+        "equal", "weight of each frequency's PDE residual in a joint fit (each divided by its "
+        "own ρω²): 'equal', or 'omega2' ((f/f_max)², the same as dividing every frequency by "
+        "the highest one's ρω², so the low frequencies' noisier second derivatives count "
+        "less)", choices=FREQUENCY_WEIGHTS, widget=False)
     # -- uncertainty (napari_mrepinn.uncertainty)
     ensemble_members: int = _opt(
         1, "fit this many PINNs (seeds seed, seed+1, ...) and report their mean, spread and "

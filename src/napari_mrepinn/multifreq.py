@@ -18,7 +18,10 @@ together:
   With ``frequency_model="free"`` the modulus network instead gives one ``G*`` per
   frequency (no coupling through the modulus; ``mu_pred`` is the map at ``f_ref``).
 * **PDE**: the residual of each frequency, made dimensionless by its own ``ρω²``; the PDE
-  loss is the mean over all of them (the sum over frequencies, scaled).
+  loss is the mean over all of them (the sum over frequencies, scaled). With
+  ``frequency_weights="omega2"`` each frequency's residual is multiplied by ``(f/f_max)²``
+  first: the same error in a wave's second derivatives then counts as much at every
+  frequency, where dividing by each ``ρω²`` makes it count ``(f_max/f)²`` more at a low one.
 
 The joint model is a :class:`~napari_mrepinn.training.MREPINNModel` on a *stacked* view of
 the example (:func:`stack_frequencies`: frequencies side by side as wave components, the
@@ -38,7 +41,7 @@ import torch
 import xarray as xr
 
 from .analytic import springpot_exponent, springpot_modulus
-from .config import FREQUENCY_MODELS
+from .config import FREQUENCY_MODELS, FREQUENCY_WEIGHTS
 from .data import MREExample, MREInputError
 from .physics import WaveEquation
 from .training import MREPINNModel
@@ -213,6 +216,9 @@ class JointEquation(WaveEquation):
         ``"springpot"``: the modulus field is ``G*_ref`` ``(N, 1)`` and
         ``G*(f) = G*_ref (f/f_ref)^(2φ/π)``; ``"free"``: the modulus field gives one
         ``G*`` per frequency ``(N, F)``.
+    weights : {"equal", "omega2"}
+        Weight of each frequency's normalised residual in the loss
+        (:meth:`loss_residual`): 1, or ``(f/f_max)²``.
 
     Notes
     -----
@@ -224,11 +230,16 @@ class JointEquation(WaveEquation):
     """
 
     def __init__(self, base: WaveEquation, frequencies: Sequence[float], f_ref: float,
-                 components: list[str] | None, model: str = "springpot") -> None:
+                 components: list[str] | None, model: str = "springpot",
+                 weights: str = "equal") -> None:
         if model not in FREQUENCY_MODELS:
             raise MREInputError(f"frequency_model must be one of {FREQUENCY_MODELS}, "
                                 f"got {model!r}.")
+        if weights not in FREQUENCY_WEIGHTS:
+            raise MREInputError(f"frequency_weights must be one of {FREQUENCY_WEIGHTS}, "
+                                f"got {weights!r}.")
         self.model = model
+        self.weights = weights
         super().__init__(f_ref, rho=base.rho, lambda_=base.lambda_, detach=base.detach,
                          engine=base.engine, no_z=base.no_z)
         self.base = base
@@ -246,11 +257,19 @@ class JointEquation(WaveEquation):
     def __repr__(self) -> str:
         fs = ", ".join(f"{f:g}" for f in self.frequencies)
         return (f"JointEquation({self.base!r}, frequencies=[{fs}] Hz, f_ref={self.f_ref:g}, "
-                f"model={self.model!r})")
+                f"model={self.model!r}, weights={self.weights!r})")
 
     def body_coefficients(self) -> list[float]:
         """``ρω²`` of each frequency (kg/(m³·s²))."""
         return [self.rho * (2 * math.pi * f) ** 2 for f in self.frequencies]
+
+    def frequency_weights(self) -> list[float]:
+        """Weight of each frequency's normalised residual in the loss: 1 (``"equal"``) or
+        ``(f/f_max)²`` (``"omega2"``)."""
+        if self.weights == "omega2":
+            f_max = float(self.frequencies.max())
+            return [(f / f_max) ** 2 for f in self.frequencies]
+        return [1.0] * len(self.frequencies)
 
     def modulus_at(self, k: int, mu: torch.Tensor, dmu: torch.Tensor | None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -298,6 +317,15 @@ class JointEquation(WaveEquation):
         r = self(x, u, mu, **kwargs)
         coef = torch.tensor(self.body_coefficients(), dtype=r.real.dtype, device=r.device)
         return r / coef.repeat_interleave(self.n_components)
+
+    def loss_residual(self, x: torch.Tensor, u: Any, mu: Any, **kwargs: Any) -> torch.Tensor:
+        """:meth:`normalized`, each frequency's block times its :meth:`frequency_weights`
+        (the residual maps shown stay :meth:`normalized`)."""
+        r = self.normalized(x, u, mu, **kwargs)
+        if self.weights == "equal":
+            return r
+        w = torch.tensor(self.frequency_weights(), dtype=r.real.dtype, device=r.device)
+        return r * w.repeat_interleave(self.n_components)
 
 
 class JointFrequencyModel(MREPINNModel):
@@ -383,5 +411,6 @@ class JointFrequencyModel(MREPINNModel):
         s = super().settings()
         s.update(frequencies_hz=[float(f) for f in self.frequencies],
                  reference_frequency_hz=self.f_ref, frequency_model=self.pde.model,
+                 frequency_weights=self.pde.frequency_weights(),
                  wave_scales=[float(v) for v in self.scales])
         return s

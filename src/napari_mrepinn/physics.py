@@ -227,6 +227,14 @@ class WaveEquation:
         """Residual divided by ``ρω²``: dimensionless when ``u`` is the standardised wave."""
         return self(x, u, mu, **kwargs) / self.body_coefficient
 
+    def loss_residual(
+        self, x: torch.Tensor, u: Field, mu: Field, **kwargs: Any
+    ) -> torch.Tensor:
+        """The residual the PDE loss is taken of: :meth:`normalized` here; a joint
+        multi-frequency equation weighs its frequencies
+        (:meth:`napari_mrepinn.multifreq.JointEquation.loss_residual`)."""
+        return self.normalized(x, u, mu, **kwargs)
+
     def body(self, u: torch.Tensor) -> torch.Tensor:
         """Body (inertia) term ``ρω²u``."""
         return self.body_coefficient * u

@@ -192,7 +192,7 @@ def build_model(
         if config.frequency_model == "free":
             net.use_moduli(len(freqs))
         eq = multifreq.JointEquation(eq, freqs, f_ref, multifreq.component_labels(out),
-                                     config.frequency_model)
+                                     config.frequency_model, config.frequency_weights)
         model: MREPINNModel = multifreq.JointFrequencyModel(out, view, scales, net, eq, config)
     else:
         model = MREPINNModel(out, net, eq, config)

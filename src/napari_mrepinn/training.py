@@ -305,7 +305,7 @@ class MREPINNModel:
         if w_pde > 0:
             tv = self.config.mu_tv_weight > 0
             fields: dict[str, torch.Tensor] = {}
-            out["pde"] = self.pde.normalized(
+            out["pde"] = self.pde.loss_residual(
                 x, net.wave_field, net.mu_field, need_mu_grad=tv, fields=fields
             )
             if w.wave > 0:  # the PDE's pass of the wave network serves the data loss too

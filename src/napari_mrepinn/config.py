@@ -264,6 +264,9 @@ class TrainingConfig:
         "springpot", "how G* depends on the frequency in a joint fit: 'springpot' (maps of "
         "G*_ref and α = 2φ/π) or 'free' (one G* map per frequency)",
         choices=FREQUENCY_MODELS, widget=False)
+    # 'equal' kept after the 2 December test: 'omega2' lifts R a little on most cases
+    # (four-target slice +0.015; 3 of 4 family cases) but moves the background about 3 %
+    # low on every family case (docs/benchmarks.md)
     frequency_weights: str = _opt(
         "equal", "weight of each frequency's PDE residual in a joint fit (each divided by its "
         "own ρω²): 'equal', or 'omega2' ((f/f_max)², the same as dividing every frequency by "

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from family import NOISE_LEVELS as LEVELS
-from family import _scores, make_family
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.family import NOISE_LEVELS as LEVELS
+from benchmarks.family import _scores, make_family
 
 from napari_mrepinn import recipe, simulate
 from napari_mrepinn.data import MREExample

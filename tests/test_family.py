@@ -88,3 +88,24 @@ def test_partial_runs_are_kept_and_head_to_head_counts_wins(tmp_path):
     table = family.head_to_head(df)
     assert "| 2d | 20 dB | 2 | 2 |" in table
     assert "20 dB, case by case" in table
+
+
+def test_multi_frequency_family_case_is_the_closed_form_at_each_frequency():
+    from benchmarks import multifreq_family
+
+    case = next(c for c in family.make_family(0) if c.name == "2d-05")
+    ex = multifreq_family.multi_frequency_case(case, 0.0)
+    assert list(ex.frequencies) == list(multifreq_family.FREQUENCIES)
+    for f in multifreq_family.FREQUENCIES:
+        single = simulate.cylinder(
+            frequency=f, radius=case.radius, mu_background=case.mu_background,
+            mu_inclusion=case.contrast * case.mu_background, shape=case.shape,
+            spacing=case.spacing, direction=list(case.directions))
+        at_f = ex.select_frequency(f)
+        np.testing.assert_allclose(at_f.ds["wave"].values, single.ds["wave"].values)
+        np.testing.assert_allclose(at_f.ds["mre"].values, single.ds["mre"].values)
+    # noise: drawn independently for each frequency
+    noisy = multifreq_family.multi_frequency_case(case, 0.01)
+    d = [(noisy.select_frequency(f).ds["wave"] - ex.select_frequency(f).ds["wave"]).values
+         for f in multifreq_family.FREQUENCIES[:2]]
+    assert not np.allclose(d[0], d[1])

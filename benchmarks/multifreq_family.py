@@ -29,6 +29,7 @@ from benchmarks.family import _scores, make_family
 
 from napari_mrepinn import recipe, simulate
 from napari_mrepinn.data import MREExample
+from napari_mrepinn.outputs import atomic_open
 
 FREQUENCIES = (40.0, 60.0, 80.0, 100.0)
 
@@ -80,5 +81,6 @@ if __name__ == "__main__":  # pragma: no cover - a benchmark run, not a test
     p.add_argument("--out", default=None)
     a = p.parse_args()
     frame = run(a.cases.split(","), a.noise, a.weights.split(","))
-    if a.out:
-        frame.to_csv(a.out, index=False)
+    if a.out:  # a stopped or failed run leaves an earlier table as it was
+        with atomic_open(a.out, "w", newline="") as fh:
+            frame.to_csv(fh, index=False)

@@ -24,6 +24,7 @@ import pandas as pd
 from napari_mrepinn import recipe, simulate
 from napari_mrepinn.data import MREExample
 from napari_mrepinn.metrics import evaluate
+from napari_mrepinn.outputs import atomic_open
 
 FREQUENCIES = (50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
 LEVELS = {"noise-free": 0.0, "30dB": 1e-3, "20dB": 1e-2}
@@ -115,7 +116,8 @@ if __name__ == "__main__":  # pragma: no cover - a benchmark run, not a test
     a = p.parse_args()
     frame = run({k: LEVELS[k] for k in a.noise.split(",")}, a.seed, a.dispersion,
                 singles=not a.joint_only, **json.loads(a.options))
-    if a.out:
-        frame.to_csv(a.out, index=False)
+    if a.out:  # a stopped or failed run leaves an earlier table as it was
+        with atomic_open(a.out, "w", newline="") as fh:
+            frame.to_csv(fh, index=False)
     if not a.joint_only:
         print(summarize(frame))
